@@ -1,0 +1,56 @@
+"""`nn`: the nearest-neighbour baseline of the paper (DESIGN.md §1.9).
+
+The findings of the training image whose encoder CLS token is closest in L2 to the test
+image's. Tokens come from the shared token cache, so the encoder runs once per image
+across all systems that need it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from baselines.nn_search import nearest_neighbours
+from bench.data.records import Sample
+from bench.errors import DataError
+from bench.systems.base import Prediction, System
+
+log = logging.getLogger(__name__)
+
+
+class NearestNeighbourSystem(System):
+    name = "nn"
+    description = "findings of the nearest training image by encoder CLS token (L2)"
+    needs_train = True
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.train_tokens: np.ndarray | None = None
+        self.train_samples: list[Sample] = []
+
+    def fit(self, ctx) -> None:
+        train = ctx.dataset("train")
+        if not train.samples:
+            raise DataError("the training split is empty; `nn` needs training images")
+        self.train_samples = list(train.samples)
+        self.train_tokens = ctx.tokens(train.samples, "train")
+
+    def generate(self, samples: Sequence[Sample], ctx) -> Iterator[Prediction]:
+        assert self.train_tokens is not None, "fit() first"
+        if not samples:
+            return
+        tokens = ctx.tokens(samples, samples[0].split if samples else "query")
+        t0 = time.perf_counter()
+        res = nearest_neighbours(tokens, self.train_tokens)
+        ctx.timings["nn_search_s"] = time.perf_counter() - t0
+        for s, j, d in zip(samples, res.index, res.distance):
+            nb = self.train_samples[int(j)]
+            yield Prediction(s.id, nb.findings, s.findings,
+                             {"neighbour_dicom_id": nb.dicom_id, "neighbour_study_id": nb.study_id,
+                              "distance": float(d)})
+
+    def config(self) -> dict:
+        return {"name": self.name, "metric": "l2", "search": "exact, chunked matmul + float64 re-rank"}

@@ -1,0 +1,96 @@
+"""RunContext: what a system may use while fitting and generating.
+
+It owns the dataset splits (loaded once), the encoder and its token cache (so SAE-Rad and
+the nearest-neighbour baseline share encoded tokens), the device, and a record of what
+was used, which ends up in the run manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bench.data.records import Dataset, Sample
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "microsoft/rad-dino"
+PHANTOM_ENCODER = Path(__file__).parent / "assets" / "phantom-encoder"
+
+
+@dataclass
+class RunContext:
+    data_root: Path
+    dataset_name: str  # "phantom" or "mimic-cxr"
+    cache_dir: Path
+    work_dir: Path  # the run directory: systems may keep their intermediate files here
+    unit: str = "image"
+    reports: Path | None = None
+    encoder_id: str | None = None  # None: the default for the dataset
+    device: str | None = None
+    batch_size: int = 32
+    limit: int | None = None  # evaluate only the first N samples of the split (smoke runs)
+    progress: bool = True
+    _datasets: dict[str, Dataset] = field(default_factory=dict, repr=False)
+    _encoder: Any = field(default=None, repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+    used: dict[str, Any] = field(default_factory=dict)  # fingerprints etc. for the manifest
+
+    # -- data --------------------------------------------------------------
+    def dataset(self, split: str) -> Dataset:
+        if split not in self._datasets:
+            from bench.data.mimic import load_split
+
+            t0 = time.perf_counter()
+            ds = load_split(self.data_root, split, unit=self.unit, reports=self.reports,
+                            limit=self.limit if split != "train" else None)
+            ds.name = self.dataset_name
+            self._datasets[split] = ds
+            self.timings[f"load_{split}_s"] = time.perf_counter() - t0
+            self.used.setdefault("datasets", {})[split] = {
+                "n": len(ds), "skipped": len(ds.skipped), "fingerprint": ds.fingerprint}
+        return self._datasets[split]
+
+    # -- encoder and tokens ------------------------------------------------
+    @property
+    def encoder_name(self) -> str:
+        if self.encoder_id:
+            return self.encoder_id
+        return str(PHANTOM_ENCODER) if self.dataset_name == "phantom" else DEFAULT_ENCODER
+
+    def encoder(self):
+        if self._encoder is None:
+            from bench.encoders import load_encoder
+
+            self._encoder = load_encoder(self.encoder_name, device=self.device)
+            self.used["encoder"] = {"model": self.encoder_name, "fingerprint": self._encoder.fingerprint}
+        return self._encoder
+
+    def tokens(self, samples: Sequence[Sample], label: str) -> np.ndarray:
+        """CLS tokens (N, d) aligned with `samples`; encodes what the cache lacks.
+
+        `label` (e.g. the split) names this batch of work in timings and the manifest."""
+        from bench.encoders import encode_dataset, load_tokens
+
+        enc = self.encoder()
+        cache = self.cache_dir / "tokens"
+        t0 = time.perf_counter()
+        report = encode_dataset(list(samples), enc, cache, batch_size=self.batch_size,
+                                progress=self.progress)
+        key = f"encode_{label}"
+        self.timings[f"{key}_s"] = self.timings.get(f"{key}_s", 0.0) + time.perf_counter() - t0
+        self.used.setdefault("encoding", {})[label] = _report_dict(report)
+        return load_tokens(cache, enc.fingerprint, [s.dicom_id for s in samples])
+
+
+def _report_dict(report: Any) -> dict:
+    if hasattr(report, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(report)
+    return dict(report) if isinstance(report, dict) else {"report": str(report)}

@@ -1,0 +1,479 @@
+"""Read MIMIC-CXR-JPG (images, split and metadata tables) and MIMIC-CXR reports into a `Dataset`.
+
+Selection follows the paper (DESIGN.md §2): frontal images (PA/AP) that have a metadata row,
+in the official split; the reference is the findings section, or the impression when there
+are no findings; reports with neither are dropped. Each sample also carries the indication
+and up to `n_priors` earlier reports of the same patient.
+
+Layout read (MIMIC-CXR-JPG 2.0.0 on PhysioNet)::
+
+    root/mimic-cxr-2.0.0-split.csv.gz       dicom_id, study_id, subject_id, split
+    root/mimic-cxr-2.0.0-metadata.csv.gz    dicom_id, subject_id, study_id, ViewPosition,
+                                            StudyDate, StudyTime, ...
+    root/files/p10/p10000032/s50414267/<dicom_id>.jpg
+
+Reports come from MIMIC-CXR (a separate PhysioNet project): ``files/pXX/pNNNNNNNN/sNNNNNNNN.txt``
+in a directory, or inside ``mimic-cxr-reports.zip`` (read in place, never extracted).
+
+Everything is lazy where it matters at full scale (377k metadata rows, 227k reports): the
+tables are read once with pandas, and only the reports of the studies that are needed (the
+selected ones and their priors) are opened and parsed, each once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import zipfile
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from bench.data.records import Dataset, Prior, Sample, Skipped
+from bench.data.sections import indication_from_sections, parse_sections, reference_from_sections
+from bench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLIT_TABLE = "mimic-cxr-2.0.0-split.csv"
+METADATA_TABLE = "mimic-cxr-2.0.0-metadata.csv"
+REPORTS_ZIP = "mimic-cxr-reports.zip"
+SPLITS = ("train", "validate", "test")
+SPLIT_ALIASES = {"val": "validate", "valid": "validate", "validation": "validate"}
+UNITS = ("image", "study")
+DOWNLOAD_HINT = (
+    "download MIMIC-CXR-JPG 2.0.0 from PhysioNet (https://physionet.org/content/mimic-cxr-jpg/2.0.0/) "
+    "and pass the directory that holds its CSV tables and files/"
+)
+REPORTS_HINT = (
+    "pass the reports explicitly (load_split(reports=...), CLI --reports): a directory holding "
+    "files/pXX/pNNNNNNNN/sNNNNNNNN.txt, or mimic-cxr-reports.zip from MIMIC-CXR 2.0.0 "
+    "(https://physionet.org/content/mimic-cxr/2.0.0/)"
+)
+
+# Skip reasons are fixed phrases so that summaries can count them; the path says which file.
+REASON_NO_REPORT = "report file not found"
+REASON_NO_REFERENCE = "report has neither findings nor impression"
+REASON_IMAGE_MISSING = "image file missing"
+REASON_IMAGE_BAD = "image is not a complete JPEG (corrupt or truncated)"
+
+_SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
+_METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime")
+_ZIP_MEMBER = re.compile(r"(?:^|/)p\d\d/p(\d+)/s(\d+)\.txt$")
+_PROBES = 50  # studies tried when looking for where the reports are
+
+
+# ---------------------------------------------------------------------------------------
+# Paths
+
+
+def image_path(root: Path, subject_id: str, study_id: str, dicom_id: str) -> Path:
+    return root / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}" / f"{dicom_id}.jpg"
+
+
+def report_relpath(subject_id: str, study_id: str) -> str:
+    return f"files/p{subject_id[:2]}/p{subject_id}/s{study_id}.txt"
+
+
+# ---------------------------------------------------------------------------------------
+# Tables
+
+
+def _find_table(root: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"expected {stem}.gz (or {stem}) under {root}; {DOWNLOAD_HINT}")
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except Exception as e:  # pandas raises several kinds for unreadable files
+        raise DataError(f"cannot read {path}: {e}; {DOWNLOAD_HINT}") from e
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path} lacks the columns {missing} (has {list(header)}); is it the MIMIC-CXR-JPG 2.0.0 table?")
+    df = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False)
+    for c in columns:
+        df[c] = df[c].str.strip()
+    return df
+
+
+def study_datetimes(date: pd.Series, time: pd.Series) -> pd.Series:
+    """Datetimes from DICOM StudyDate (YYYYMMDD) and StudyTime (HHMMSS with optional fraction).
+
+    MIMIC-CXR-JPG stores StudyTime as a number, so leading zeros are lost ("5502.0" is
+    00:55:02). A missing or unparsable date gives NaT; a missing time counts as midnight.
+    """
+    day = pd.to_datetime(date.str.slice(0, 8), format="%Y%m%d", errors="coerce")
+    t = pd.to_numeric(time, errors="coerce").fillna(0.0).to_numpy(dtype=float)
+    hours, rest = np.divmod(t, 10000.0)
+    minutes, seconds = np.divmod(rest, 100.0)
+    offset = pd.to_timedelta(hours * 3600.0 + minutes * 60.0 + seconds, unit="s")
+    return day + pd.Series(offset, index=date.index)
+
+
+# ---------------------------------------------------------------------------------------
+# Reports
+
+
+class ReportSource(Protocol):
+    def read(self, subject_id: str, study_id: str) -> str | None: ...
+
+    def where(self, subject_id: str, study_id: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+class DirectoryReports:
+    """Reports as files under ``base/files/pXX/pNNNNNNNN/sNNNNNNNN.txt``."""
+
+    def __init__(self, base: Path):
+        self.base = base
+
+    def where(self, subject_id: str, study_id: str) -> str:
+        return str(self.base / report_relpath(subject_id, study_id))
+
+    def read(self, subject_id: str, study_id: str) -> str | None:
+        try:
+            return Path(self.where(subject_id, study_id)).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"DirectoryReports({self.base})"
+
+
+class ZipReports:
+    """Reports read in place from ``mimic-cxr-reports.zip``, whatever folder prefix it uses."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise DataError(f"cannot open the reports zip {path}: {e}; {REPORTS_HINT}") from e
+        self._members: dict[str, str] = {}
+        for name in self._zip.namelist():
+            m = _ZIP_MEMBER.search(name)
+            if m:
+                self._members[m.group(2)] = name
+        if not self._members:
+            self._zip.close()
+            raise DataError(f"{path} holds no files/pXX/pNNNNNNNN/sNNNNNNNN.txt reports; {REPORTS_HINT}")
+
+    def where(self, subject_id: str, study_id: str) -> str:
+        return f"{self.path}:{self._members.get(study_id, report_relpath(subject_id, study_id))}"
+
+    def read(self, subject_id: str, study_id: str) -> str | None:
+        name = self._members.get(study_id)
+        if name is None:
+            return None
+        return self._zip.read(name).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __repr__(self) -> str:
+        return f"ZipReports({self.path})"
+
+
+def _directory_base(d: Path) -> Path:
+    """Accept the directory that holds files/ or the files/ directory itself."""
+    if not (d / "files").is_dir() and d.name == "files":
+        return d.parent
+    return d
+
+
+def _hits(source: DirectoryReports, probes: list[tuple[str, str]]) -> int:
+    return sum(Path(source.where(s, t)).is_file() for s, t in probes)
+
+
+def open_reports(root: Path, reports: Path | None, probes: list[tuple[str, str]]) -> ReportSource:
+    """Where the reports are: `reports` if given, else the first default location that has them.
+
+    `probes` are (subject_id, study_id) pairs of studies in the tables; a directory counts as
+    holding the reports when at least one of their report files is there.
+    """
+    if reports is not None:
+        reports = Path(reports)
+        if reports.is_file():
+            return ZipReports(reports)
+        if reports.is_dir():
+            source = DirectoryReports(_directory_base(reports))
+            if probes and not _hits(source, probes):
+                raise DataError(
+                    f"no report files under {reports} for the first {len(probes)} studies "
+                    f"(looked for e.g. {source.where(*probes[0])}); {REPORTS_HINT}"
+                )
+            return source
+        raise DataError(f"reports path {reports} does not exist; {REPORTS_HINT}")
+
+    looked: list[str] = []
+    candidates: list[Path] = [root, root / REPORTS_ZIP, root / "mimic-cxr-reports"]
+    candidates += [root.parent / REPORTS_ZIP, root.parent / "mimic-cxr-reports"]
+    if root.parent.name == "mimic-cxr-jpg":  # PhysioNet's layout: .../mimic-cxr-jpg/2.0.0 beside .../mimic-cxr/2.0.0
+        sibling = root.parent.parent / "mimic-cxr" / root.name
+        candidates += [sibling, sibling / REPORTS_ZIP]
+    for c in candidates:
+        looked.append(str(c / "files") if c.suffix != ".zip" else str(c))
+        if c.suffix == ".zip":
+            if c.is_file():
+                return ZipReports(c)
+        elif c.is_dir():
+            source = DirectoryReports(c)
+            if _hits(source, probes):
+                return source
+    raise DataError(f"found no MIMIC-CXR reports; looked in: {', '.join(looked)}; {REPORTS_HINT}")
+
+
+@dataclass(frozen=True)
+class ParsedReport:
+    reference: str
+    source: str  # "findings", "impression", or "none"
+    indication: str
+
+
+class ReportCache:
+    """Parses each needed report once; None for a report that is not there."""
+
+    def __init__(self, source: ReportSource):
+        self.source = source
+        self._cache: dict[str, ParsedReport | None] = {}
+
+    def get(self, subject_id: str, study_id: str) -> ParsedReport | None:
+        if study_id not in self._cache:
+            text = self.source.read(subject_id, study_id)
+            if text is None:
+                self._cache[study_id] = None
+            else:
+                sections = parse_sections(text)
+                # The paper drops reports with neither findings nor impression, so no last paragraph.
+                reference, source = reference_from_sections(sections, allow_last_paragraph=False)
+                self._cache[study_id] = ParsedReport(reference, source, indication_from_sections(sections))
+        return self._cache[study_id]
+
+
+# ---------------------------------------------------------------------------------------
+# Images
+
+
+def jpeg_problem(path: Path) -> tuple[int, str | None]:
+    """(file size, None) for a complete JPEG; (size or -1, reason) otherwise.
+
+    Cheap and reliable for the failure that happens in practice, an interrupted download:
+    a JPEG starts with the SOI marker FF D8 FF and ends with the EOI marker FF D9, and FF D9
+    cannot occur inside entropy-coded data (an FF there is always followed by 00 or a
+    restart marker), so a file cut anywhere in its image data does not end in FF D9.
+    Trailing zero padding after EOI is tolerated. Bit flips inside the data are not detected
+    (that needs a full decode, about 100x slower on MIMIC's 2-3k pixel images).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except FileNotFoundError:
+        return -1, REASON_IMAGE_MISSING
+    except OSError:
+        return -1, REASON_IMAGE_BAD
+    if head != b"\xff\xd8\xff" or not tail.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return size, REASON_IMAGE_BAD
+    return size, None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+# ---------------------------------------------------------------------------------------
+# The split
+
+
+def fingerprint(samples: list[Sample], sizes: dict[str, int]) -> str:
+    """sha256 over the sorted (id, reference, image file size) triples; first 16 hex digits."""
+    rows = sorted((s.id, s.findings, sizes[s.id]) for s in samples)
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def _normalise_split(split: str) -> str:
+    s = SPLIT_ALIASES.get(split.lower(), split.lower())
+    if s not in SPLITS:
+        raise DataError(f"unknown MIMIC-CXR split {split!r}; choose one of: {', '.join(SPLITS)} (or val)")
+    return s
+
+
+class _History:
+    """Each subject's dated studies, for finding the reports written before a given study."""
+
+    def __init__(self, meta: pd.DataFrame, subjects: set[str]):
+        studies = meta[meta["subject_id"].isin(subjects) & meta["when"].notna()]
+        studies = studies.groupby("study_id", sort=False).agg(subject_id=("subject_id", "first"), when=("when", "first"))
+        studies = studies.reset_index().sort_values(["subject_id", "when", "study_id"])
+        self._by_subject: dict[str, tuple[list[pd.Timestamp], list[str]]] = {}
+        for subject, group in studies.groupby("subject_id", sort=False):
+            self._by_subject[subject] = (list(group["when"]), list(group["study_id"]))
+
+    def before(self, subject_id: str, when: pd.Timestamp) -> list[tuple[str, pd.Timestamp]]:
+        """(study_id, datetime) of the subject's studies strictly before `when`, most recent first."""
+        if pd.isna(when) or subject_id not in self._by_subject:
+            return []
+        times, ids = self._by_subject[subject_id]
+        k = bisect_left(times, when)  # studies at exactly the same time are not "before"
+        return [(ids[i], times[i]) for i in range(k - 1, -1, -1)]
+
+
+def _priors(
+    subject_id: str, when: pd.Timestamp, history: _History, reports: ReportCache, n_priors: int
+) -> tuple[Prior, ...]:
+    out: list[Prior] = []
+    if n_priors <= 0:
+        return ()
+    for study_id, then in history.before(subject_id, when):
+        parsed = reports.get(subject_id, study_id)
+        if parsed is None or not parsed.reference:
+            continue  # a prior without usable text tells the model nothing; take the next one
+        days = (when - then).total_seconds() / 86400.0
+        out.append(Prior(study_id=study_id, text=parsed.reference, days_before=days))
+        if len(out) == n_priors:
+            break
+    return tuple(out)
+
+
+def load_split(
+    root: Path,
+    split: str,
+    unit: str = "image",
+    reports: Path | None = None,
+    views: tuple[str, ...] = ("PA", "AP"),
+    n_priors: int = 3,
+    limit: int | None = None,
+    check_images: bool = True,
+) -> Dataset:
+    """Read one official split of MIMIC-CXR-JPG as a `Dataset`.
+
+    unit="image": one sample per kept frontal image, id = dicom_id.
+    unit="study": one sample per study, its first usable frontal image in `views` order then
+    dicom_id order, id = study_id.
+    Samples are ordered by subject, study date, study_id and image. `limit` stops after that
+    many samples. Inputs that cannot be used become `Dataset.skipped` entries (one per sample
+    that could not be made, or per bad image); the run goes on.
+    """
+    root = Path(root)
+    split = _normalise_split(split)
+    if unit not in UNITS:
+        raise DataError(f"unknown unit {unit!r}; choose one of: {', '.join(UNITS)}")
+    if not root.is_dir():
+        raise DataError(f"MIMIC-CXR-JPG root {root} does not exist; {DOWNLOAD_HINT}")
+    views = tuple(v.upper() for v in views)
+
+    split_df = _read_table(_find_table(root, SPLIT_TABLE), _SPLIT_COLUMNS)
+    meta = _read_table(_find_table(root, METADATA_TABLE), _METADATA_COLUMNS)
+    meta["when"] = study_datetimes(meta["StudyDate"], meta["StudyTime"])
+    # A study's time is its earliest image's: priors are compared study to study.
+    meta["when"] = meta.groupby("study_id")["when"].transform("min")
+
+    wanted = split_df[split_df["split"] == split].drop_duplicates("dicom_id")
+    rows = wanted.merge(
+        meta[["dicom_id", "ViewPosition", "when"]].drop_duplicates("dicom_id"), on="dicom_id", how="inner"
+    )
+    n_no_metadata = len(wanted) - len(rows)
+    view = rows["ViewPosition"].str.upper()
+    n_other_view = int((~view.isin(views)).sum())
+    rows = rows[view.isin(views)].copy()
+    rows["view_rank"] = rows["ViewPosition"].str.upper().map({v: i for i, v in enumerate(views)})
+    rows = rows.sort_values(["subject_id", "when", "study_id", "view_rank", "dicom_id"], na_position="last")
+
+    probes = list(dict.fromkeys(zip(rows["subject_id"], rows["study_id"])))[:_PROBES]
+    if not probes:  # nothing selected: probe with any study so that a wrong reports path still fails loudly
+        probes = list(dict.fromkeys(zip(meta["subject_id"], meta["study_id"])))[:_PROBES]
+    source = open_reports(root, reports, probes)
+    log.info("MIMIC-CXR %s: %d %s images selected; reports from %r", split, len(rows), "/".join(views), source)
+
+    history = _History(meta, set(rows["subject_id"]))
+    cache = ReportCache(source)
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    sizes: dict[str, int] = {}
+    try:
+        for (subject_id, study_id), group in rows.groupby(["subject_id", "study_id"], sort=False):
+            if limit is not None and len(samples) >= limit:
+                break
+            n_wanted = 1 if unit == "study" else len(group)
+            parsed = cache.get(subject_id, study_id)
+            problem = REASON_NO_REPORT if parsed is None else (REASON_NO_REFERENCE if not parsed.reference else None)
+            if problem:
+                skipped += [Skipped(source.where(subject_id, study_id), problem)] * n_wanted
+                continue
+            assert parsed is not None
+            priors = None  # computed once per study, only if an image is kept
+            for row in group.itertuples(index=False):
+                if limit is not None and len(samples) >= limit:
+                    break
+                path = image_path(root, subject_id, study_id, row.dicom_id)
+                if check_images:
+                    size, bad = jpeg_problem(path)
+                    if bad:
+                        skipped.append(Skipped(str(path), bad))
+                        continue
+                else:
+                    size = _file_size(path)
+                if priors is None:
+                    priors = _priors(subject_id, row.when, history, cache, n_priors)
+                sample = Sample(
+                    id=study_id if unit == "study" else row.dicom_id,
+                    dicom_id=row.dicom_id,
+                    study_id=study_id,
+                    subject_id=subject_id,
+                    split=split,
+                    view=row.ViewPosition,
+                    image_path=path.absolute(),
+                    findings=parsed.reference,
+                    indication=parsed.indication,
+                    priors=priors,
+                    reference_section=parsed.source,
+                )
+                samples.append(sample)
+                sizes[sample.id] = size
+                if unit == "study":
+                    break
+    finally:
+        source.close()
+
+    counts = Counter(s.reason for s in skipped)
+    log.info(
+        "MIMIC-CXR %s (%s level): kept %d; skipped %d%s; not selected: %d non-%s images, %d without metadata",
+        split,
+        unit,
+        len(samples),
+        len(skipped),
+        "".join(f"; {n} {reason}" for reason, n in counts.most_common()),
+        n_other_view,
+        "/".join(views),
+        n_no_metadata,
+    )
+    return Dataset(
+        name="mimic-cxr",
+        root=root,
+        split=split,
+        unit=unit,
+        samples=samples,
+        skipped=skipped,
+        fingerprint=fingerprint(samples, sizes),
+    )
