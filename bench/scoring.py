@@ -19,8 +19,9 @@ from bench.metrics.registry import get_metric
 
 log = logging.getLogger(__name__)
 
-# The paper's Table 1 metrics plus the offline rule-based labeller, in table order.
-DEFAULT_METRICS = ("radfact", "bleu", "rouge", "meteor", "rger", "chexbert", "chexpert-rules")
+# The Table 1 metrics implemented so far plus the offline rule-based labeller, in table order.
+# (RGER and RadFact join when their issues land.)
+DEFAULT_METRICS = ("bleu", "rouge", "meteor", "chexbert", "chexpert-rules")
 
 
 @dataclass

@@ -1,0 +1,125 @@
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from baselines.constant import ConstantSystem
+from baselines.external import ExternalSystem
+from bench.context import RunContext
+from bench.data.records import Dataset, Prior, Sample
+from bench.errors import BenchError, UnknownNameError
+from bench.systems.registry import available_systems, get_system
+
+
+def sample(i: int, findings: str, split: str = "test", root: Path = Path("/data")) -> Sample:
+    return Sample(id=f"d{i}", dicom_id=f"d{i}", study_id=f"s{i}", subject_id=f"p{i}", split=split, view="PA",
+                  image_path=root / f"files/p1/p{i}/s{i}/d{i}.jpg", findings=findings, indication="dyspnea",
+                  priors=(Prior("s0", "old text", 3.5),))
+
+
+class FakeCtx(RunContext):
+    """A context whose datasets are given, not read from disk."""
+
+    def __init__(self, tmp: Path, datasets: dict[str, Dataset]):
+        super().__init__(data_root=tmp, dataset_name="test", cache_dir=tmp / "cache", work_dir=tmp / "run")
+        self._datasets.update(datasets)
+
+
+def test_registry_lists_builtins_and_rejects_unknown():
+    names = set(available_systems())
+    assert {"nn", "reference", "constant", "external"} <= names
+    with pytest.raises(UnknownNameError) as exc:
+        get_system("nope")
+    assert "choose one of" in str(exc.value) and "nn" in str(exc.value)
+
+
+def test_unknown_option_is_an_error():
+    with pytest.raises(TypeError, match="takes no options"):
+        get_system("reference", temperature="0")
+
+
+def test_reference_returns_the_reference():
+    preds = list(get_system("reference").generate([sample(1, "Lungs clear.")], None))
+    assert preds[0].prediction == preds[0].reference == "Lungs clear."
+
+
+def test_constant_picks_the_most_common_findings_ignoring_case_and_spacing(tmp_path):
+    train = [sample(1, "Lungs clear."), sample(2, "lungs  clear."), sample(3, "Effusion."),
+             sample(4, "Lungs clear."), sample(5, "Effusion.")]
+    ctx = FakeCtx(tmp_path, {"train": Dataset("t", tmp_path, "train", "image", train)})
+    sys_ = ConstantSystem()
+    sys_.fit(ctx)
+    assert sys_.text == "Lungs clear." and sys_.support == 3
+    out = list(sys_.generate([sample(9, "Pneumothorax.")], ctx))
+    assert out[0].prediction == "Lungs clear." and out[0].reference == "Pneumothorax."
+
+
+def test_constant_tie_goes_to_first_seen(tmp_path):
+    train = [sample(1, "B."), sample(2, "A."), sample(3, "A."), sample(4, "B.")]
+    s = ConstantSystem()
+    s.fit(FakeCtx(tmp_path, {"train": Dataset("t", tmp_path, "train", "image", train)}))
+    assert s.text == "B."
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    inp, out, root = sys.argv[1:4]
+    data = json.load(open(inp))
+    open(sys.argv[0] + ".calls", "a").write("x")
+    mode = {mode!r}
+    if mode == "fail":
+        print("model crashed", file=sys.stderr); sys.exit(3)
+    res = {{}}
+    for i, (k, v) in enumerate(sorted(data.items())):
+        if mode == "drop" and i == 0:
+            continue
+        text = v["image_path"][0] + " | " + v["indication"] + " | " + str(v["priors"][0]["days_before"])
+        res[k] = {{"findings": text}} if i % 2 else text
+    json.dump(res, open(out, "w"))
+""")
+
+
+def _external(tmp_path: Path, mode: str) -> tuple[ExternalSystem, Path]:
+    script = tmp_path / f"infer_{mode}.py"
+    script.write_text(SCRIPT.format(mode=mode))
+    return ExternalSystem(cmd=f"{sys.executable} {script}"), script
+
+
+def test_external_follows_the_rexrank_contract_and_reuses_its_output(tmp_path):
+    system, script = _external(tmp_path, "ok")
+    ctx = FakeCtx(tmp_path, {})
+    samples = [sample(1, "ref one", root=tmp_path), sample(2, "ref two", root=tmp_path)]
+    preds = list(system.generate(samples, ctx))
+    assert [p.prediction for p in preds] == ["files/p1/p1/s1/d1.jpg | dyspnea | 3.5", "files/p1/p2/s2/d2.jpg | dyspnea | 3.5"]
+    assert [p.reference for p in preds] == ["ref one", "ref two"]
+    again = list(system.generate(samples, ctx))  # same input: the command is not run again
+    assert [p.prediction for p in again] == [p.prediction for p in preds]
+    assert (Path(str(script) + ".calls")).read_text() == "x"
+
+
+def test_external_missing_ids_get_empty_predictions_with_a_reason(tmp_path):
+    system, _ = _external(tmp_path, "drop")
+    preds = list(system.generate([sample(1, "a", root=tmp_path), sample(2, "b", root=tmp_path)], FakeCtx(tmp_path, {})))
+    assert preds[0].prediction == "" and "missing" in preds[0].provenance["error"]
+    assert preds[1].prediction.startswith("files/")
+
+
+def test_external_failure_reports_exit_code_and_stderr(tmp_path):
+    system, _ = _external(tmp_path, "fail")
+    with pytest.raises(BenchError, match="(?s)exited with 3.*model crashed"):
+        list(system.generate([sample(1, "a", root=tmp_path)], FakeCtx(tmp_path, {})))
+
+
+def test_external_needs_a_command():
+    with pytest.raises(BenchError, match="needs a command"):
+        ExternalSystem()
+
+
+def test_external_malformed_output(tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text("import sys, json; json.dump({'d1': 5}, open(sys.argv[2], 'w'))")
+    system = ExternalSystem(cmd=f"{sys.executable} {script}")
+    with pytest.raises(BenchError, match="has no text"):
+        list(system.generate([sample(1, "a", root=tmp_path)], FakeCtx(tmp_path, {})))
