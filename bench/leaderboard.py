@@ -120,12 +120,16 @@ def render(board: Board, fmt: str = "md", intervals: bool = True) -> str:
         out = [f"<table>\n<caption>{e(board.caption)}</caption>",
                "<tr><th>system</th>" + "".join(f"<th>{e(h)}</th>" for h in board.headers) + "</tr>"]
         for name, cells in board.rows:
-            out.append(f"<tr><td>{e(name)}</td>" + "".join(
-                f"<td title=\"{e(c.unavailable or '')}\">{e(c.text(intervals))}</td>" for c in cells) + "</tr>")
+            out.append(f"<tr><td>{e(name)}</td>" + "".join(_html_cell(c, intervals) for c in cells) + "</tr>")
         out.append("</table>")
         out += [f"<p>n/a {e(n)}</p>" for n in board.notes]
         return "\n".join(out) + "\n"
     raise BenchError(f"unknown format {fmt!r}; choose one of: md, csv, html")
+
+
+def _html_cell(c: Cell, intervals: bool) -> str:
+    title = f' title="{html.escape(c.unavailable)}"' if c.unavailable is not None else ""
+    return f"<td{title}>{html.escape(c.text(intervals))}</td>"
 
 
 def _pct(v: float | None) -> str:
