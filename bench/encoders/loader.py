@@ -217,7 +217,10 @@ def _check_local_dir(path: Path, name: str) -> None:
 def _download(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; ask it rather than the environment.
+    offline = bool(constants.HF_HUB_OFFLINE)
     try:
         snap = snapshot_download(
             repo_id,
@@ -231,7 +234,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
             + (" only, because HF_HUB_OFFLINE is set" if offline else " and on the hub")
         )
         remedies = [
-            f"pass a local directory holding the checkpoint: --encoder PATH",
+            "pass a local directory holding the checkpoint: --encoder PATH",
             f"download it once where the hub is reachable: `huggingface-cli download {repo_id}` "
             "(then copy the HF cache, or point HF_HOME at it)",
             "for a gated or private repository set HF_TOKEN (or run `huggingface-cli login`)",
@@ -240,7 +243,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
             remedies.append("unset HF_HUB_OFFLINE to allow downloading")
         raise ModelUnavailableError(
             f"encoder {repo_id!r} is not available: {tried}; the hub said: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. To fix: "
+            f"{type(e).__name__}: {_first_line(e)}. To fix: "
             + "; ".join(remedies) + "."
         ) from e
     path = Path(snap)
@@ -248,13 +251,15 @@ def _download(repo_id: str, revision: str | None) -> Path:
     return path
 
 
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0].rstrip(".") if lines else ""
 
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # noqa: BLE001 - only used for the message
-        return "$HF_HOME/hub"
+
+def _hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
 
 
 # --- model pieces -------------------------------------------------------------------------
