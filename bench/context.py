@@ -19,8 +19,10 @@ from bench.data.records import Dataset, Sample
 
 log = logging.getLogger(__name__)
 
+# Names understood by bench.encoders.load_encoder; kept as strings here so that building a
+# context does not import torch.
 DEFAULT_ENCODER = "microsoft/rad-dino"
-PHANTOM_ENCODER = Path(__file__).parent / "assets" / "phantom-encoder"
+PHANTOM_ENCODER = "phantom"  # the small Dinov2 bundled in bench/assets/phantom-encoder
 
 
 @dataclass
@@ -61,7 +63,7 @@ class RunContext:
     def encoder_name(self) -> str:
         if self.encoder_id:
             return self.encoder_id
-        return str(PHANTOM_ENCODER) if self.dataset_name == "phantom" else DEFAULT_ENCODER
+        return PHANTOM_ENCODER if self.dataset_name == "phantom" else DEFAULT_ENCODER
 
     def encoder(self):
         if self._encoder is None:

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 from bench.context import RunContext
 from bench.data.default import cache_root, embedded_default_root
-from bench.errors import BenchError
+from bench.errors import BenchError, UnknownNameError
+from bench.metrics.registry import metric_names
 from bench.manifest import git_revision, host_info, package_versions, write_json
 from bench.scoring import DEFAULT_METRICS, score
 from bench.systems.base import Prediction
@@ -66,6 +67,11 @@ def resolve_data_root(cfg: RunConfig) -> tuple[Path, str]:
 
 def run(cfg: RunConfig) -> Path:
     t_start = time.perf_counter()
+    # Fail on typos before any expensive work.
+    unknown = [m for m in cfg.metrics if m not in metric_names()]
+    if unknown:
+        raise UnknownNameError("metric", unknown[0], metric_names())
+    system = get_system(cfg.system, **cfg.system_options)
     root, dataset_name = resolve_data_root(cfg)
     out = Path(cfg.out) if cfg.out else default_out(cfg, dataset_name)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +83,6 @@ def run(cfg: RunConfig) -> Path:
     if not ds.samples:
         raise BenchError(f"the {cfg.split} split of {root} has no usable samples "
                          f"({len(ds.skipped)} skipped; see the log)")
-    system = get_system(cfg.system, **cfg.system_options)
 
     pred_path = out / "predictions.jsonl"
     done = _read_predictions(pred_path)
