@@ -1,0 +1,258 @@
+"""A fast training step for the hybrid-gated SAE (DESIGN.md §1.3, issue 3 item 6).
+
+The reference ``HybridGatedSAE.forward_losses`` leaves everything to autograd. Three facts
+about the model let one training step cost little more than one dense encoder product:
+
+1. Gate and magnitude share directions (W_mag = exp(r_mag) * W_gate row-wise), so a single
+   product P = x @ W_gate.T gives both pre-activations: pi_gate = P + b_gate and
+   pi_mag = exp(r_mag) * P + b_mag.
+2. h and RA = ReLU(pi_gate) are non-zero only where pi_gate > 0, so both decodes are sums of
+   about L0 decoder columns per sample, and every gradient lives on that same support:
+   dL/dW_gate has non-zero rows only for features active somewhere in the batch (a sparse
+   x dense product G^T x), dL/dW_dec non-zero columns only there, and r_mag, b_mag, b_gate
+   gradients only there. x is data, so dL/dx is never formed.
+3. The decoder-norm sparsity term only needs the norms of the active columns.
+
+``hybrid_gated_step_loss`` measures the density of the gate on a sample of rows and runs the
+sparse path below ``SPARSE_MAX_DENSITY`` and a fused dense path (still one encoder product,
+both decodes and both decoder gradients in one product each) above it. Both return exactly
+the loss of ``forward_losses`` and, through a custom ``torch.autograd.Function``, the same
+gradients to float32 rounding.
+
+On CUDA with autocast enabled, the encoder product runs in the autocast dtype (bfloat16);
+everything after it stays float32.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
+
+Path = Literal["auto", "sparse", "dense"]
+
+# Fraction of (sample, feature) pairs with pi_gate > 0 above which the dense path is faster.
+# Measured crossover on a 2-core AMD EPYC (AVX2), batch 1024, n = 768, m = 49,152: see
+# docs/sae-benchmark.md ("Sparse/dense crossover"). The sparse path's extra cost grows with
+# nnz * n while the dense path costs a fixed number of B x n x m products.
+SPARSE_MAX_DENSITY = 0.01
+
+# Rows of the batch used to estimate density before choosing a path. The estimate only picks
+# the faster of two exact paths, so a small sample is enough.
+DENSITY_SAMPLE_ROWS = 128
+
+# Non-zeros processed per chunk in the sampled dot products (SDDMM) of the backward pass, so
+# the gathered (chunk x n) blocks stay in cache and are reused by the allocator.
+SDDMM_CHUNK = 4096
+
+
+def gate_density(P: Tensor, neg_b_gate: Tensor, rows: int = DENSITY_SAMPLE_ROWS) -> float:
+    """Fraction of entries with pi_gate > 0 among the first ``rows`` rows of P = x @ W_gate.T."""
+    sample = P[:rows]
+    if sample.numel() == 0:
+        return 0.0
+    return float(torch.count_nonzero(sample > neg_b_gate)) / sample.numel()
+
+
+def _encoder_product(x: Tensor, W_gate: Tensor) -> Tensor:
+    """P = x @ W_gate.T, in the autocast dtype on CUDA when autocast is on, returned float32."""
+    if x.is_cuda and torch.is_autocast_enabled("cuda"):
+        dt = torch.get_autocast_dtype("cuda")
+        with torch.autocast("cuda", enabled=False):
+            return (x.to(dt) @ W_gate.to(dt).T).float()
+    return x @ W_gate.T
+
+
+def _exclusive_offsets(index: Tensor, bins: int) -> Tensor:
+    """Start offset of each bin for entries already sorted by ``index`` (embedding_bag style)."""
+    counts = torch.bincount(index, minlength=bins)
+    return torch.cumsum(counts, 0) - counts
+
+
+class _SparseStep(torch.autograd.Function):
+    """Loss terms from the support {(b, i): pi_gate[b, i] > 0} only, after one dense product."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, P: Tensor, W_gate: Tensor, b_gate: Tensor, r_mag: Tensor,
+                b_mag: Tensor, W_dec: Tensor, b_dec: Tensor, l1_coeff: float):
+        B, n = x.shape
+        m = W_gate.shape[0]
+        # Support in row-major order: entries of a sample are contiguous (the decode bags).
+        support = torch.nonzero(P > -b_gate)
+        bi, fi = support[:, 0].contiguous(), support[:, 1].contiguous()
+        p_s = P[bi, fi]
+        pg = p_s + b_gate[fi]
+        er = torch.exp(r_mag[fi])
+        pm = er * p_s + b_mag[fi]
+        # h = 1[pi_gate > 0] relu(pi_mag); the strict test repeats the reference's gate.
+        hv = torch.where((pg > 0) & (pm > 0), pm, torch.zeros_like(pm))
+        rav = torch.relu(pg)
+
+        # Only the decoder columns some sample uses: gather them once as rows (U, n).
+        uniq, inv = torch.unique(fi, return_inverse=True)
+        U = uniq.numel()
+        dec_rows = W_dec.index_select(1, uniq).t().contiguous()
+        norms = torch.linalg.vector_norm(dec_rows, dim=1)
+
+        # Both decodes in one bag-sum: bags 0..B-1 weight the columns by h, B..2B-1 by RA.
+        row_off = _exclusive_offsets(bi, B)
+        nnz = bi.numel()
+        both = F.embedding_bag(
+            torch.cat([inv, inv]), dec_rows, torch.cat([row_off, row_off + nnz]),
+            mode="sum", per_sample_weights=torch.cat([hv, rav]),
+        ) if nnz else x.new_zeros(2 * B, n)
+        res_h = both[:B].add_(b_dec).sub_(x)          # x_hat - x
+        res_a = both[B:].add_(b_dec).sub_(x)          # x_hat_aux - x
+        recon = res_h.pow(2).sum() / B
+        aux = res_a.pow(2).sum() / B
+        sparsity = l1_coeff * (rav * norms[inv]).sum() / B
+
+        ctx.save_for_backward(x, bi, fi, inv, uniq, p_s, pg, pm, er, hv, rav, dec_rows, norms,
+                              res_h, res_a, row_off)
+        ctx.sizes = (B, n, m, U)
+        ctx.l1_coeff = l1_coeff
+        return recon, sparsity, aux
+
+    @staticmethod
+    def backward(ctx, g_recon: Tensor, g_sparsity: Tensor, g_aux: Tensor):
+        (x, bi, fi, inv, uniq, p_s, pg, pm, er, hv, rav, dec_rows, norms,
+         res_h, res_a, row_off) = ctx.saved_tensors
+        B, n, m, U = ctx.sizes
+        nnz = bi.numel()
+        d_xh = res_h * (2.0 / B) * g_recon             # dL/dx_hat, (B, n)
+        d_xa = res_a * (2.0 / B) * g_aux               # dL/dx_hat_aux
+        grad_b_dec = d_xh.sum(0) + d_xa.sum(0)
+
+        # dL/dh and dL/dRA on the support: dot products of residual rows with decoder columns.
+        d_both = torch.stack([d_xh, d_xa], dim=2)      # (B, n, 2)
+        dots = torch.empty(nnz, 2, dtype=x.dtype, device=x.device)
+        for s in range(0, nnz, SDDMM_CHUNK):
+            e = min(s + SDDMM_CHUNK, nnz)
+            cols = dec_rows.index_select(0, inv[s:e]).unsqueeze(1)          # (c, 1, n)
+            dots[s:e] = torch.bmm(cols, d_both.index_select(0, bi[s:e])).squeeze(1)
+        coef_s = g_sparsity * (ctx.l1_coeff / B)
+        d_h = dots[:, 0]
+        d_ra = dots[:, 1] + coef_s * norms[inv]
+        d_pm = torch.where(hv > 0, d_h, torch.zeros_like(d_h))
+        d_pg = torch.where(pg > 0, d_ra, torch.zeros_like(d_ra))
+        d_p = d_pg + d_pm * er                          # dL/dP, P = x @ W_gate.T
+
+        zeros_m = torch.zeros(m, dtype=x.dtype, device=x.device)
+        grad_b_gate = zeros_m.index_add(0, fi, d_pg)
+        grad_b_mag = zeros_m.index_add(0, fi, d_pm)
+        grad_r_mag = zeros_m.index_add(0, fi, d_pm * er * p_s)
+
+        # Feature-major order for the two weight gradients (sparse^T x dense products).
+        order = torch.argsort(inv, stable=True)
+        feat_off = _exclusive_offsets(inv, U)
+        bi_f = bi[order]
+        if nnz:
+            grad_rows = F.embedding_bag(bi_f, x, feat_off, mode="sum",
+                                        per_sample_weights=d_p[order])              # (U, n)
+            dec_grad_rows = F.embedding_bag(
+                torch.cat([bi_f, bi_f + B]), torch.cat([d_xh, d_xa]),
+                torch.cat([feat_off, feat_off + nnz]), mode="sum",
+                per_sample_weights=torch.cat([hv[order], rav[order]]),
+            )
+            dec_grad_rows = dec_grad_rows[:U] + dec_grad_rows[U:]
+        else:
+            grad_rows = x.new_zeros(0, n)
+            dec_grad_rows = x.new_zeros(0, n)
+        # Sparsity term: d/dw (RA_sum * ||w||) = RA_sum * w / ||w|| (0 at w = 0, as autograd).
+        ra_sum = torch.zeros(U, dtype=x.dtype, device=x.device).index_add_(0, inv, rav)
+        scale = torch.where(norms > 0, coef_s * ra_sum / norms.clamp_min(1e-30),
+                            torch.zeros_like(norms))
+        dec_grad_rows = dec_grad_rows + scale[:, None] * dec_rows
+
+        grad_W_gate = torch.zeros(m, n, dtype=x.dtype, device=x.device)
+        grad_W_gate.index_copy_(0, uniq, grad_rows)
+        grad_W_dec = torch.zeros(n, m, dtype=x.dtype, device=x.device)
+        grad_W_dec.index_copy_(1, uniq, dec_grad_rows.t())
+        return (None, None, grad_W_gate, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec,
+                grad_b_dec, None)
+
+
+class _DenseStep(torch.autograd.Function):
+    """Same loss with dense (B, m) codes, still from one encoder product; each decode and each
+    decoder gradient is a single product over the stacked [h; RA] codes."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, P: Tensor, W_gate: Tensor, b_gate: Tensor, r_mag: Tensor,
+                b_mag: Tensor, W_dec: Tensor, b_dec: Tensor, l1_coeff: float):
+        B = x.shape[0]
+        er = torch.exp(r_mag)
+        pg = P + b_gate
+        pm = torch.addcmul(b_mag, er, P)
+        gate = pg > 0
+        codes = torch.empty(2 * B, P.shape[1], dtype=P.dtype, device=P.device)
+        torch.clamp(pm, min=0.0, out=codes[:B]).masked_fill_(~gate, 0.0)
+        torch.clamp(pg, min=0.0, out=codes[B:])
+        norms = torch.linalg.vector_norm(W_dec, dim=0)
+        res = torch.addmm(b_dec, codes, W_dec.T).sub_(torch.cat([x, x]))
+        recon = res[:B].pow(2).sum() / B
+        aux = res[B:].pow(2).sum() / B
+        sparsity = l1_coeff * (codes[B:] @ norms).sum() / B
+        ctx.save_for_backward(x, P, er, codes, W_dec, norms, res)
+        ctx.l1_coeff = l1_coeff
+        return recon, sparsity, aux
+
+    @staticmethod
+    def backward(ctx, g_recon: Tensor, g_sparsity: Tensor, g_aux: Tensor):
+        x, P, er, codes, W_dec, norms, res = ctx.saved_tensors
+        B = x.shape[0]
+        d_res = res.clone()
+        d_res[:B] *= (2.0 / B) * g_recon
+        d_res[B:] *= (2.0 / B) * g_aux
+        grad_b_dec = d_res.sum(0)
+        grad_W_dec = d_res.T @ codes                                  # (n, m)
+        d_codes = d_res @ W_dec                                       # (2B, m)
+        coef_s = g_sparsity * (ctx.l1_coeff / B)
+        ra_sum = codes[B:].sum(0)
+        grad_W_dec += W_dec * torch.where(norms > 0, coef_s * ra_sum / norms.clamp_min(1e-30),
+                                          torch.zeros_like(norms))
+        d_pm = d_codes[:B].masked_fill_(codes[:B] <= 0, 0.0)
+        d_pg = d_codes[B:].add_(coef_s * norms).masked_fill_(codes[B:] <= 0, 0.0)
+        grad_b_gate = d_pg.sum(0)
+        grad_b_mag = d_pm.sum(0)
+        grad_r_mag = (d_pm * P).sum(0) * er
+        d_p = d_pm.mul_(er).add_(d_pg)
+        grad_W_gate = d_p.T @ x
+        return (None, None, grad_W_gate, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec,
+                grad_b_dec, None)
+
+
+def hybrid_gated_step_loss(sae, x_scaled: Tensor, l1_coeff: float,
+                           path: Path = "auto") -> dict[str, Tensor]:
+    """Loss terms of a hybrid-gated SAE, equal to ``sae.forward_losses(x_scaled, l1_coeff)``.
+
+    Returns {"loss", "recon", "sparsity", "aux"}, differentiable with respect to W_gate,
+    b_gate, r_mag, b_mag, W_dec and b_dec (not x). ``path`` forces the sparse or dense
+    branch; "auto" picks by the measured gate density (``SPARSE_MAX_DENSITY``).
+    """
+    for name in ("W_gate", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"):
+        if not isinstance(getattr(sae, name, None), torch.Tensor):
+            raise BenchError(f"hybrid_gated_step_loss needs a hybrid-gated SAE with parameter "
+                             f"{name!r}; got {type(sae).__name__}. Use sae.forward_losses instead.")
+    n = sae.W_gate.shape[1]
+    if x_scaled.ndim != 2 or x_scaled.shape[1] != n:
+        raise BenchError(f"x_scaled must have shape (batch, {n}), got {tuple(x_scaled.shape)}")
+    if path not in ("auto", "sparse", "dense"):
+        raise BenchError(f"path must be 'auto', 'sparse' or 'dense', got {path!r}")
+    x = x_scaled.detach().to(sae.W_gate.dtype)
+    with torch.no_grad():
+        P = _encoder_product(x, sae.W_gate.detach())
+        if path == "auto":
+            density = gate_density(P, -sae.b_gate.detach())
+            path = "sparse" if density <= SPARSE_MAX_DENSITY else "dense"
+            log.debug("gate density %.4g on sampled rows: %s path", density, path)
+    step = _SparseStep if path == "sparse" else _DenseStep
+    recon, sparsity, aux = step.apply(x, P, sae.W_gate, sae.b_gate, sae.r_mag, sae.b_mag,
+                                      sae.W_dec, sae.b_dec, float(l1_coeff))
+    return {"loss": recon + sparsity + aux, "recon": recon, "sparsity": sparsity, "aux": aux}
