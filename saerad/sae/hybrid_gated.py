@@ -1,0 +1,74 @@
+"""SAE-Rad's "hybrid gated" SAE (arXiv 2410.03334 §4.1, DESIGN.md §1.3).
+
+A gated encoder (Rajamanoharan et al. 2024) with the April-update decoder (Conerly et al.
+2024): no input centring, unconstrained decoder norms that enter the sparsity penalty, and an
+auxiliary reconstruction from the rectified gate pre-activations that trains the decoder too
+(no stop-gradient).
+
+    pi_gate = W_gate x + b_gate
+    pi_mag  = exp(r_mag) * (W_gate x) + b_mag          (W_mag = exp(r_mag) row-wise * W_gate)
+    h       = 1[pi_gate > 0] * ReLU(pi_mag)
+    x_hat   = W_dec h + b_dec
+    RA      = ReLU(pi_gate)
+    loss    = ||x - x_hat||^2 + lambda * sum_i RA_i ||W_dec[:, i]||_2 + ||x - (W_dec RA + b_dec)||^2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from saerad.sae.base import SAEConfig, SparseAutoencoder, random_unit_rows, sum_sq
+
+
+@dataclass
+class HybridGatedConfig(SAEConfig):
+    """SAE-Rad defaults: n = 768, expansion 64 (m = 49,152)."""
+
+
+class HybridGatedSAE(SparseAutoencoder):
+    arch = "hybrid-gated"
+    config_class = HybridGatedConfig
+    unit_norm_decoder = False
+    loss_terms = ("recon", "sparsity", "aux")
+
+    def __init__(self, config: HybridGatedConfig, generator: torch.Generator | None = None):
+        super().__init__(config)
+        m, n = self.d_sae, self.d_in
+        self.W_gate = nn.Parameter(torch.empty(m, n))
+        self.b_gate = nn.Parameter(torch.empty(m))
+        self.r_mag = nn.Parameter(torch.empty(m))
+        self.b_mag = nn.Parameter(torch.empty(m))
+        self.W_dec = nn.Parameter(torch.empty(n, m))
+        self.b_dec = nn.Parameter(torch.empty(n))
+        self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        # Paper App. B.3: biases 0, rows of W_gate random directions, W_dec = W_gate^T.
+        # r_mag = 0 makes W_mag = W_gate at the start.
+        self.W_gate.copy_(random_unit_rows(self.d_sae, self.d_in, generator))
+        self.W_dec.copy_(self.W_gate.T)
+        for p in (self.b_gate, self.r_mag, self.b_mag, self.b_dec):
+            p.zero_()
+
+    def pre_activations(self, x_scaled: Tensor) -> tuple[Tensor, Tensor]:
+        """(pi_gate, pi_mag); one matmul serves both because W_mag shares W_gate's rows."""
+        proj = x_scaled @ self.W_gate.T
+        return proj + self.b_gate, torch.exp(self.r_mag) * proj + self.b_mag
+
+    def encode_scaled(self, x_scaled: Tensor) -> Tensor:
+        pi_gate, pi_mag = self.pre_activations(x_scaled)
+        return (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
+
+    def forward_losses(self, x_scaled: Tensor, l1_coeff: float) -> dict[str, Tensor]:
+        pi_gate, pi_mag = self.pre_activations(x_scaled)
+        h = (pi_gate > 0).to(pi_mag.dtype) * torch.relu(pi_mag)
+        ra = torch.relu(pi_gate)
+        recon = sum_sq(x_scaled - self.decode(h))
+        sparsity = l1_coeff * (ra * self.decoder_norms()).sum(dim=-1).mean()
+        # No detach: in SAE-Rad the auxiliary reconstruction also trains W_dec and b_dec.
+        aux = sum_sq(x_scaled - self.decode(ra))
+        return {"loss": recon + sparsity + aux, "recon": recon, "sparsity": sparsity, "aux": aux}
