@@ -156,16 +156,26 @@ class MeteorMetric(Metric):
             raise MetricUnavailable("METEOR 1.5 needs a Java runtime", "install one, e.g. apt-get install default-jre-headless")
         find_meteor_jar()
 
+    def open_jar(self) -> MeteorProcess:
+        """A METEOR jar process with this metric's settings (a context manager)."""
+        return MeteorProcess(java=self.java, memory=self.memory, timeout_s=self.timeout_s)
+
     def per_sample(self, references: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
         self.check()
+        with self.open_jar() as jar:
+            return self.per_sample_with(jar, references, predictions)
+
+    def per_sample_with(
+        self, jar: MeteorProcess, references: Sequence[str], predictions: Sequence[str]
+    ) -> pd.DataFrame:
+        """`per_sample` on an already running jar (starting one takes seconds)."""
         refs, preds = _normalised_pairs(references, predictions)
         columns = ["meteor", *self.STAT_COLUMNS]
         if not refs:
             return pd.DataFrame(columns=columns)
-        with MeteorProcess(java=self.java, memory=self.memory, timeout_s=self.timeout_s) as jar:
-            stats = [jar.stats(ref, pred) for ref, pred in zip(refs, preds)]
-            # The per-sample values are the jar's own (as pycocoevalcap reports them).
-            scores, _ = jar.evaluate(stats)
+        stats = [jar.stats(ref, pred) for ref, pred in zip(refs, preds)]
+        # The per-sample values are the jar's own (as pycocoevalcap reports them).
+        scores, _ = jar.evaluate(stats)
         frame = pd.DataFrame(stats, columns=list(self.STAT_COLUMNS))
         frame.insert(0, "meteor", scores)
         return frame
