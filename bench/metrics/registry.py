@@ -32,4 +32,6 @@ def get_metric(name: str, **kwargs) -> Metric:
 
 def _load_builtins() -> None:
     # Imported lazily so that `bench --help` does not pay for java/torch checks.
+    import bench.metrics.chexbert  # noqa: F401
+    import bench.metrics.chexpert_rules  # noqa: F401
     import bench.metrics.nlg  # noqa: F401
