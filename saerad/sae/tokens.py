@@ -126,4 +126,5 @@ def iter_token_chunks(source: TokenSource, chunk: int = 8192, ids: Sequence[str]
     """One ordered pass over all tokens in chunks (for scale estimation and evaluation)."""
     arr = load_token_array(source, ids)
     for i in range(0, arr.shape[0], chunk):
-        yield torch.from_numpy(np.ascontiguousarray(arr[i : i + chunk], dtype=np.float32))
+        # A copy: slices of a memory-mapped file are read-only, which torch warns about.
+        yield torch.from_numpy(np.array(arr[i : i + chunk], dtype=np.float32))

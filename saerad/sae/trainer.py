@@ -121,7 +121,11 @@ def resolve_step_fn(sae: SparseAutoencoder, fast: bool) -> tuple[StepFn, str]:
     exists (same losses and gradients, less memory and time); everything else uses the
     architecture's reference ``forward_losses``.
     """
-    if fast and sae.arch == "hybrid-gated":
+    from saerad.sae.hybrid_gated import HybridGatedSAE
+
+    # A subclass that redefines the loss (an ablation, say) must not be given the fast step,
+    # which computes the unmodified SAE-Rad loss.
+    if fast and isinstance(sae, HybridGatedSAE) and type(sae).forward_losses is HybridGatedSAE.forward_losses:
         try:
             from saerad.sae.fast import hybrid_gated_step_loss
         except ImportError as e:
@@ -137,6 +141,10 @@ class Trainer:
     ``tokens`` is a token source (array, tensor, .npy, .safetensors, token-cache directory),
     or a factory ``start_batch -> iterable of raw token batches``; a plain iterable is also
     accepted but then the caller must position it correctly when resuming.
+
+    ``scale`` skips estimating the scaling constant; ``sae`` trains a model built by the
+    caller (a custom initialisation or an ablated variant) instead of a fresh one from
+    ``config``; a resumed run always loads the model from the checkpoint.
     """
 
     def __init__(
@@ -148,6 +156,7 @@ class Trainer:
         resume: bool = False,
         ids: Sequence[str] | None = None,
         scale: float | None = None,
+        sae: SparseAutoencoder | None = None,
     ):
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -168,7 +177,7 @@ class Trainer:
         if state is not None:
             self._restore(state)
         else:
-            self._fresh(scale)
+            self._fresh(scale, sae)
         self.step_fn, self.step_fn_name = resolve_step_fn(self.sae, config.fast)
         log.info("training %s with %s from step %d", self.sae, self.step_fn_name, self.step)
 
@@ -184,12 +193,16 @@ class Trainer:
         first = next(iter(self._batches(0)))
         return int(first.shape[1])
 
-    def _fresh(self, scale: float | None) -> None:
+    def _fresh(self, scale: float | None, sae: SparseAutoencoder | None) -> None:
         cfg = self.config
-        sae_config = get_architecture(cfg.arch).config_class.from_dict(
-            {"d_in": self._d_in(), "expansion": cfg.expansion, "d_sae": cfg.d_sae, **cfg.sae_options}
-        )
-        self.sae = create_sae(cfg.arch, sae_config, seed=cfg.seed)
+        if sae is None:
+            sae_config = get_architecture(cfg.arch).config_class.from_dict(
+                {"d_in": self._d_in(), "expansion": cfg.expansion, "d_sae": cfg.d_sae, **cfg.sae_options}
+            )
+            sae = create_sae(cfg.arch, sae_config, seed=cfg.seed)
+        elif sae.d_in != self._d_in():
+            raise BenchError(f"the given SAE takes {sae.d_in}-d inputs but the tokens are {self._d_in()}-d")
+        self.sae = sae
         if scale is None:
             if not self._is_source():
                 raise BenchError(
