@@ -269,10 +269,21 @@ _RULES: tuple[_Rule, ...] = (
     _rule("space", rf"\x00|{_SPACE}+|[\u200B\u200E\u200F\uFEFF]|&nbsp;|{_NEWLINE}", _skip),
 )
 
-# Most tokens in a report are plain words followed by a space; no other rule can beat them then
-# (the few exceptions are the assimilation rules above), so they skip the full rule scan.
+# Speed-ups (the scan above is the specification; these only skip work that cannot matter):
+# 1. Most tokens in a report are plain words followed by a space; no other rule can beat them
+#    then (except the assimilation rules above), so they skip the rule scan. Spaces likewise.
 _PLAIN_WORD = regex.compile(r"[A-Za-z]+(?=[ \t]|$)")
+_SPACES = regex.compile(r"[ \t]+")
 _ASSIMILATIONS = {"cannot", "gonna", "gotta", "lemme", "gimme", "wanna"}
+
+
+def _rules_starting_with(char: str) -> tuple[_Rule, ...]:
+    # A partial match says whether some text starting with `char` could match the rule.
+    return tuple(rule for rule in _RULES if rule.pattern.match(char, partial=True))
+
+
+# 2. For ASCII characters, only the rules that can start with that character are tried.
+_RULES_BY_FIRST_CHAR: dict[str, tuple[_Rule, ...]] = {chr(c): _rules_starting_with(chr(c)) for c in range(128)}
 
 
 def ptb_tokens(text: str) -> list[str]:
@@ -288,8 +299,12 @@ def ptb_tokens(text: str) -> list[str]:
             tokens.append(fast.group())
             pos = fast.end()
             continue
+        spaces = _SPACES.match(text, pos)
+        if spaces:
+            pos = spaces.end()
+            continue
         best: tuple[int, _Rule, str] | None = None
-        for rule in _RULES:
+        for rule in _RULES_BY_FIRST_CHAR.get(text[pos], _RULES):
             m = rule.pattern.match(text, pos)
             if m and m.end() > pos and (best is None or m.end() - pos > best[0]):
                 best = (m.end() - pos, rule, m.group("tok"))
