@@ -26,6 +26,7 @@ everything after it stays float32.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Literal
 
 import torch
@@ -47,10 +48,6 @@ SPARSE_MAX_DENSITY = 0.01
 # Rows of the batch used to estimate density before choosing a path. The estimate only picks
 # the faster of two exact paths, so a small sample is enough.
 DENSITY_SAMPLE_ROWS = 128
-
-# Non-zeros processed per chunk in the sampled dot products (SDDMM) of the backward pass, so
-# the gathered (chunk x n) blocks stay in cache and are reused by the allocator.
-SDDMM_CHUNK = 4096
 
 
 def gate_density(P: Tensor, neg_b_gate: Tensor, rows: int = DENSITY_SAMPLE_ROWS) -> float:
@@ -74,6 +71,14 @@ def _exclusive_offsets(index: Tensor, bins: int) -> Tensor:
     """Start offset of each bin for entries already sorted by ``index`` (embedding_bag style)."""
     counts = torch.bincount(index, minlength=bins)
     return torch.cumsum(counts, 0) - counts
+
+
+def _csr_pattern(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A CSR matrix built from indices that are valid by construction (no invariant checks)."""
+    with warnings.catch_warnings():
+        # torch flags sparse CSR as beta; the one operation used here (sampled_addmm) is stable.
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
 
 
 class _SparseStep(torch.autograd.Function):
@@ -130,16 +135,18 @@ class _SparseStep(torch.autograd.Function):
         d_xa = res_a * (2.0 / B) * g_aux               # dL/dx_hat_aux
         grad_b_dec = d_xh.sum(0) + d_xa.sum(0)
 
-        # dL/dh and dL/dRA on the support: dot products of residual rows with decoder columns.
-        d_both = torch.stack([d_xh, d_xa], dim=2)      # (B, n, 2)
-        dots = torch.empty(nnz, 2, dtype=x.dtype, device=x.device)
-        for s in range(0, nnz, SDDMM_CHUNK):
-            e = min(s + SDDMM_CHUNK, nnz)
-            cols = dec_rows.index_select(0, inv[s:e]).unsqueeze(1)          # (c, 1, n)
-            dots[s:e] = torch.bmm(cols, d_both.index_select(0, bi[s:e])).squeeze(1)
+        # dL/dh and dL/dRA on the support: sampled dense-dense products (SDDMM) of the residual
+        # gradients with the active decoder columns, evaluated only at the support.
+        if nnz:
+            pattern = _csr_pattern(torch.cat([row_off, row_off.new_tensor([nnz])]), inv,
+                                   torch.ones(nnz, dtype=x.dtype, device=x.device), (B, U))
+            dec_cols = dec_rows.t()                                       # (n, U) view
+            d_h = torch.sparse.sampled_addmm(pattern, d_xh, dec_cols, beta=0.0).values()
+            d_ra = torch.sparse.sampled_addmm(pattern, d_xa, dec_cols, beta=0.0).values()
+        else:
+            d_h = d_ra = x.new_zeros(0)
         coef_s = g_sparsity * (ctx.l1_coeff / B)
-        d_h = dots[:, 0]
-        d_ra = dots[:, 1] + coef_s * norms[inv]
+        d_ra = d_ra + coef_s * norms[inv]
         d_pm = torch.where(hv > 0, d_h, torch.zeros_like(d_h))
         d_pg = torch.where(pg > 0, d_ra, torch.zeros_like(d_ra))
         d_p = d_pg + d_pm * er                          # dL/dP, P = x @ W_gate.T
@@ -149,19 +156,23 @@ class _SparseStep(torch.autograd.Function):
         grad_b_mag = zeros_m.index_add(0, fi, d_pm)
         grad_r_mag = zeros_m.index_add(0, fi, d_pm * er * p_s)
 
-        # Feature-major order for the two weight gradients (sparse^T x dense products).
+        # Feature-major order for the two weight gradients (sparse^T x dense products, done
+        # as weighted bag sums: bag u collects the rows of the samples that use feature u).
         order = torch.argsort(inv, stable=True)
         feat_off = _exclusive_offsets(inv, U)
         bi_f = bi[order]
         if nnz:
             grad_rows = F.embedding_bag(bi_f, x, feat_off, mode="sum",
                                         per_sample_weights=d_p[order])              # (U, n)
+            # dW_dec[:, u] = sum_b h[b,u] dx_hat[b] + RA[b,u] dx_hat_aux[b]: one bag per
+            # feature over the stacked residual gradients [d_xh; d_xa].
+            inv2 = torch.cat([inv, inv])
+            order2 = torch.argsort(inv2, stable=True)
             dec_grad_rows = F.embedding_bag(
-                torch.cat([bi_f, bi_f + B]), torch.cat([d_xh, d_xa]),
-                torch.cat([feat_off, feat_off + nnz]), mode="sum",
-                per_sample_weights=torch.cat([hv[order], rav[order]]),
+                torch.cat([bi, bi + B])[order2], torch.cat([d_xh, d_xa]),
+                _exclusive_offsets(inv2, U), mode="sum",
+                per_sample_weights=torch.cat([hv, rav])[order2],
             )
-            dec_grad_rows = dec_grad_rows[:U] + dec_grad_rows[U:]
         else:
             grad_rows = x.new_zeros(0, n)
             dec_grad_rows = x.new_zeros(0, n)
@@ -169,7 +180,7 @@ class _SparseStep(torch.autograd.Function):
         ra_sum = torch.zeros(U, dtype=x.dtype, device=x.device).index_add_(0, inv, rav)
         scale = torch.where(norms > 0, coef_s * ra_sum / norms.clamp_min(1e-30),
                             torch.zeros_like(norms))
-        dec_grad_rows = dec_grad_rows + scale[:, None] * dec_rows
+        dec_grad_rows.addcmul_(scale[:, None], dec_rows)
 
         grad_W_gate = torch.zeros(m, n, dtype=x.dtype, device=x.device)
         grad_W_gate.index_copy_(0, uniq, grad_rows)
