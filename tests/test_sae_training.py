@@ -252,3 +252,23 @@ def test_fast_path_only_for_the_unmodified_hybrid_gated():
     assert resolve_step_fn(ablated, fast=True)[1] == "Ablated.forward_losses"
     assert resolve_step_fn(create_sae("hybrid-gated", d_in=4, expansion=2), fast=False)[1] == \
         "HybridGatedSAE.forward_losses"
+
+
+def test_token_cache_directory_with_ids(tmp_path):
+    from bench.encoders.cache import TokenCache
+
+    z = _tokens(40, 4)
+    ids = [f"d{i:03d}" for i in range(40)]
+    cache = TokenCache(tmp_path, "fp0", dim=4, encoder_name="test")
+    with cache.writer() as w:
+        w.append(ids, z)
+    from saerad.sae.tokens import load_token_array
+
+    whole = load_token_array(tmp_path / "fp0")
+    np.testing.assert_array_equal(whole, z)  # sorted ids = insertion order here
+    picked = load_token_array(tmp_path / "fp0", ids=["d005", "d001"])
+    np.testing.assert_array_equal(picked, z[[5, 1]])
+    with pytest.raises(DataError, match="token-cache"):
+        load_token_array(z, ids=["d001"])
+    trainer = Trainer(_small(steps=2, batch_size=8), tmp_path / "fp0", ids=ids[:16])
+    assert trainer.train().d_in == 4
