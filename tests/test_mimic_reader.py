@@ -83,15 +83,15 @@ def write_jpeg(path: Path, seed: int = 0) -> None:
     img.save(path, format="JPEG", quality=90)
 
 
-def image_file(root: Path, dicom: str) -> Path:
-    for d, subject, study, *_ in IMAGES:
+def image_file(root: Path, dicom: str, images: list[tuple] = IMAGES) -> Path:
+    for d, subject, study, *_ in images:
         if d == dicom:
             return root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}" / f"{d}.jpg"
     raise KeyError(dicom)
 
 
-def write_reports_dir(base: Path, reports: dict[str, str]) -> None:
-    subjects = {study: subject for _, subject, study, *_ in IMAGES}
+def write_reports_dir(base: Path, reports: dict[str, str], images: list[tuple] = IMAGES) -> None:
+    subjects = {study: subject for _, subject, study, *_ in images}
     for study, text in reports.items():
         subject = subjects[study]
         p = base / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
@@ -107,15 +107,21 @@ def write_reports_zip(path: Path, reports: dict[str, str]) -> None:
             z.writestr(f"files/p{subject[:2]}/p{subject}/s{study}.txt", text)
 
 
-def make_mimic(root: Path, reports_beside: bool = True, gz: bool = True) -> Path:
+def make_mimic(
+    root: Path,
+    reports_beside: bool = True,
+    gz: bool = True,
+    images: list[tuple] = IMAGES,
+    reports: dict[str, str] = REPORTS,
+) -> Path:
     split = pd.DataFrame(
-        [(d, study, subject, sp) for d, subject, study, sp, *_ in IMAGES],
+        [(d, study, subject, sp) for d, subject, study, sp, *_ in images],
         columns=["dicom_id", "study_id", "subject_id", "split"],
     )
     meta = pd.DataFrame(
         [
             (d, subject, study, "x", view, date, time, 3056, 2544)
-            for d, subject, study, _, view, date, time in IMAGES
+            for d, subject, study, _, view, date, time in images
             if view is not None
         ],
         columns=["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription",
@@ -125,10 +131,10 @@ def make_mimic(root: Path, reports_beside: bool = True, gz: bool = True) -> Path
     suffix = ".csv.gz" if gz else ".csv"
     split.to_csv(root / f"mimic-cxr-2.0.0-split{suffix}", index=False)
     meta.to_csv(root / f"mimic-cxr-2.0.0-metadata{suffix}", index=False)
-    for i, (d, *_rest) in enumerate(IMAGES):
-        write_jpeg(image_file(root, d), seed=i)
+    for i, (d, *_rest) in enumerate(images):
+        write_jpeg(image_file(root, d, images), seed=i)
     if reports_beside:
-        write_reports_dir(root, REPORTS)
+        write_reports_dir(root, reports, images)
     return root
 
 
@@ -209,6 +215,27 @@ def test_priors_never_come_from_later_studies(root: Path):
     assert [p.study_id for p in train[1].priors] == ["50000001"]
     # 2180-01-01 08:00:00 -> 2180-01-11 20:00:00.5 is 10 days 12:00:00.5.
     assert train[1].priors[0].days_before == pytest.approx(10 + (12 * 3600 + 0.5) / 86400)
+
+
+def test_priors_without_usable_text_are_passed_over(tmp_path: Path):
+    images = [
+        ("e1", "10000004", "60000001", "train", "PA", "21900101", "0"),
+        ("e2", "10000004", "60000002", "train", "PA", "21900201", "0"),  # report has no sections
+        ("e3", "10000004", "60000003", "train", "PA", "21900301", "0"),  # no report
+        ("e4", "10000004", "60000004", "test", "PA", "21900401", "0"),
+        ("e5", "10000004", "60000005", "test", "AP", "21900401", "0"),  # same time as e4
+    ]
+    reports = {
+        "60000001": " FINDINGS:  Old.\n",
+        "60000002": " Lungs are clear.\n",
+        "60000004": " FINDINGS:  Now.\n",
+        "60000005": " FINDINGS:  Same time.\n",
+    }
+    root = make_mimic(tmp_path / "jpg", images=images, reports=reports)
+    e4 = load_split(root, "test").samples[0]
+    assert e4.id == "e4"
+    # 2190 is not a leap year: 1 January to 1 April is 31 + 28 + 31 = 90 days.
+    assert e4.priors == (Prior("60000001", "Old.", 90.0),)
 
 
 def test_study_datetimes_restores_leading_zeros():
