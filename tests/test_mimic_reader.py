@@ -414,3 +414,34 @@ def test_export_jsonl(root: Path, tmp_path: Path):
         "days_before": pytest.approx(3 + 37799.5 / 86400),
     }
     assert not list(out.parent.glob("*.partial"))
+
+
+# --- the phantom generator writes this layout -------------------------------------------
+
+
+def test_reads_a_phantom_dataset_without_skips(tmp_path: Path):
+    from bench.data.phantom import generate
+
+    root = tmp_path / "phantom"
+    generate(root, n_train=8, n_test=5, seed=1, image_size=64)
+    split = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz", dtype=str)
+    meta = pd.read_csv(root / "mimic-cxr-2.0.0-metadata.csv.gz", dtype=str)
+    frontal = meta[meta["ViewPosition"].isin(["PA", "AP"])].merge(split[["dicom_id", "split"]], on="dicom_id")
+    for name in ("train", "test"):
+        ds = load_split(root, name)
+        assert ds.skipped == []
+        assert sorted(s.id for s in ds.samples) == sorted(frontal.loc[frontal["split"] == name, "dicom_id"])
+        # Phantom subjects stay in one split with one frontal image per study, and samples
+        # come in subject and date order: the priors are the subject's previous samples.
+        earlier: dict[str, list[str]] = {}
+        for s in ds.samples:
+            assert s.image_path.is_file() and s.findings and s.reference_section in ("findings", "impression")
+            assert [p.study_id for p in s.priors] == earlier.get(s.subject_id, [])[::-1][:3]
+            days = [p.days_before for p in s.priors]
+            assert days == sorted(days) and all(d > 0 for d in days)
+            earlier.setdefault(s.subject_id, []).append(s.study_id)
+        assert any(len(s.priors) == 2 for s in ds.samples)
+    # One frontal image per phantom study: the study level keeps the same images.
+    assert sorted(s.dicom_id for s in load_split(root, "test", unit="study").samples) == sorted(
+        s.id for s in load_split(root, "test").samples
+    )
