@@ -26,7 +26,6 @@ pycocoevalcap's batch file) changes how its last period is split (see docs/metri
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Callable
 
