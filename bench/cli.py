@@ -132,6 +132,33 @@ def leaderboard(
 
 
 @app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="run directory A"),
+    run_b: Path = typer.Argument(..., help="run directory B (same samples)"),
+    permutations: int = typer.Option(10000, help="random swaps per test"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Paired approximate randomisation test per metric between two runs."""
+    from dataclasses import asdict
+
+    from bench.compare import compare_runs
+
+    results, notes = compare_runs(run_a, run_b, permutations, seed)
+    if as_json:
+        print(json.dumps({"comparisons": [asdict(r) for r in results], "notes": notes}, indent=2))
+        return
+    t = Table("metric", "column", f"A: {run_a.name}", f"B: {run_b.name}", "B - A", "p-value",
+              title=f"paired randomisation test, {permutations} permutations")
+    for r in results:
+        t.add_row(r.metric, r.column, f"{100 * r.a:.1f}", f"{100 * r.b:.1f}", f"{100 * (r.b - r.a):+.1f}",
+                  f"{r.p_value:.4f}")
+    Console().print(t)
+    for n in notes:
+        console.print(f"[yellow]{n}[/yellow]")
+
+
+@app.command()
 def systems() -> None:
     """List the registered systems (built-in and plug-ins)."""
     from bench.systems.registry import available_systems

@@ -146,3 +146,20 @@ def test_cli_score_handles_empty_predictions_and_leaderboard(tmp_path, phantom, 
     res = CliRunner().invoke(app, ["leaderboard", "--runs", str(tmp_path / "board")])
     assert res.exit_code == 0, res.output
     assert "| reference | 100.0" in res.stdout and "| constant |" in res.stdout
+
+
+def test_compare_runs_paired_test(tmp_path, phantom, tiny_encoder):
+    from bench.compare import compare_runs
+
+    a = run(cfg(tmp_path, phantom, tiny_encoder, out=tmp_path / "cmp" / "reference"))
+    b = run(cfg(tmp_path, phantom, tiny_encoder, system="constant", out=tmp_path / "cmp" / "constant"))
+    same, _ = compare_runs(a, a, n_permutations=200)
+    assert all(r.p_value == 1.0 for r in same)
+    diff, _ = compare_runs(a, b, n_permutations=200)
+    by_col = {r.column: r for r in diff}
+    assert by_col["rougeL"].a == pytest.approx(1.0) and by_col["rougeL"].p_value < 0.01
+    from bench.cli import app
+
+    res = CliRunner().invoke(app, ["compare", str(a), str(b), "--permutations", "100", "--json"])
+    assert res.exit_code == 0, res.output
+    assert {"bleu4", "rougeL"} <= {c["column"] for c in json.loads(res.stdout)["comparisons"]}
