@@ -182,6 +182,8 @@ def test_validate_split_and_its_alias(root: Path):
     assert [s.id for s in load_split(root, "val").samples] == ["d10"]
     with pytest.raises(DataError, match="choose one of: train, validate, test"):
         load_split(root, "dev")
+    with pytest.raises(DataError, match="choose one of: image, study"):
+        load_split(root, "test", unit="patient")
 
 
 def test_views_argument(root: Path):
@@ -309,6 +311,13 @@ def test_wrong_reports_directory_is_a_data_error(root: Path, tmp_path: Path):
         load_split(root, "test", reports=tmp_path / "empty")
     with pytest.raises(DataError, match="does not exist"):
         load_split(root, "test", reports=tmp_path / "nowhere")
+    (tmp_path / "reports.zip").write_text("not a zip")
+    with pytest.raises(DataError, match="cannot open the reports zip"):
+        load_split(root, "test", reports=tmp_path / "reports.zip")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("readme.txt", "no reports here")
+    with pytest.raises(DataError, match="holds no files/pXX"):
+        load_split(root, "test", reports=tmp_path / "other.zip")
 
 
 # --- images ---------------------------------------------------------------------------

@@ -279,7 +279,8 @@ def jpeg_problem(path: Path) -> tuple[int, str | None]:
     cannot occur inside entropy-coded data (an FF there is always followed by 00 or a
     restart marker), so a file cut anywhere in its image data does not end in FF D9.
     Trailing zero padding after EOI is tolerated. Bit flips inside the data are not detected
-    (that needs a full decode, about 100x slower on MIMIC's 2-3k pixel images).
+    (that needs a full decode: measured 14 ms against 0.05 ms for a 1024x1024 JPEG, and
+    MIMIC's images are 2-3k pixels a side).
     """
     try:
         with open(path, "rb") as f:
