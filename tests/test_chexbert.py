@@ -221,7 +221,7 @@ def test_speed_vs_reference(tmp_path):
     """Reports/s, ours (batched) vs f1chexbert (one at a time), tiny and BERT-base-sized weights."""
     reports = make_reports(4, 64)[4:]  # ordinary-length reports only
     results = {}
-    for name, (hidden, layers, inter, n) in {"tiny": (128, 2, 256, 64), "bert-base": (768, 12, 3072, 48)}.items():
+    for name, (hidden, layers, inter, n) in {"tiny": (128, 2, 256, 64), "bert-base": (768, 12, 3072, 32)}.items():
         ckpt, bert_dir = write_checkpoint(tmp_path / name, hidden, layers, inter)
         sample = reports[:n]
         with pytest.MonkeyPatch.context() as mp:

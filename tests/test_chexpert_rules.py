@@ -121,3 +121,28 @@ def test_label_reports_shape():
     assert label_reports([]).shape == (0, 14)
     out = label_reports(["No effusion.", "Pneumothorax."])
     assert out.shape == (2, 14) and out.dtype == np.int8
+
+
+def test_agrees_with_phantom_ground_truth(tmp_path):
+    """The phantom's planted findings, read back from its reference reports (docs/metrics-clinical.md)."""
+    import pandas as pd
+
+    from bench.data.mimic import load_split
+    from bench.data.phantom import generate
+
+    generate(tmp_path, n_train=0, n_test=120, seed=1, image_size=64, n_validate=0)
+    ds = load_split(tmp_path, "test", check_images=False)
+    gt = pd.read_csv(tmp_path / "phantom-labels.csv.gz").set_index("dicom_id").loc[[s.dicom_id for s in ds.samples]]
+    pred = to_binary_rrg(label_reports([s.findings for s in ds.samples]))
+    truth = {
+        "Cardiomegaly": gt.cardiomegaly, "Pleural Effusion": gt.pleural_effusion_left | gt.pleural_effusion_right,
+        "Pneumothorax": gt.pneumothorax, "Edema": gt.edema, "Atelectasis": gt.atelectasis,
+        "Lung Lesion": gt.nodule, "Fracture": gt.rib_fracture,
+        "Support Devices": gt.pacemaker | gt.endotracheal_tube | gt.central_line | gt.sternotomy_wires,
+    }
+    for obs, t in truth.items():
+        agreement = (t.to_numpy().astype(int) == pred[:, OBSERVATIONS.index(obs)]).mean()
+        assert agreement >= 0.95, (obs, agreement)
+    # The phantom names a consolidation "consolidation", "pneumonia" or "airspace opacity".
+    any_consolidation = pred[:, [OBSERVATIONS.index(o) for o in ("Consolidation", "Pneumonia", "Lung Opacity")]].max(1)
+    assert (any_consolidation >= gt.consolidation.to_numpy()).all()
