@@ -210,3 +210,17 @@ def test_paired_requires_same_ids():
         paired_randomization_test(mean_of_x, pd.DataFrame({"id": ["a", "a"], "x": [1.0, 2.0]}), a)
     with pytest.raises(BenchError, match="no 'id' column"):
         paired_randomization_test(mean_of_x, a.drop(columns="id"), a)
+
+
+def test_paired_aligns_rows_by_id_not_position():
+    # Only sample r differs, so with rows paired by id every swap pattern gives |diff| equal to
+    # the observed one and p = 1. Paired by position (B is stored in reverse), the per-sample
+    # differences would be (0.4, -0.2, 0.5, -0.4): 2 of the 16 swap patterns shrink the
+    # difference below the observed one (exact p = 14/16).
+    a = pd.DataFrame({"id": ["p", "q", "r", "s"], "x": [1.0, 0.0, 0.5, 0.6]})
+    b = pd.DataFrame({"id": ["s", "r", "q", "p"], "x": [0.6, 0.2, 0.0, 1.0]})
+    for fn in (mean_of_x, MeanMetric()):
+        assert paired_randomization_test(fn, a, b, n_permutations=200)["mean_x"] == 1.0
+    positional = b.assign(id=["p", "q", "r", "s"])
+    assert paired_randomization_test(MeanMetric(), a, positional, n_permutations=2000)["mean_x"] == \
+        pytest.approx(14 / 16, abs=0.03)

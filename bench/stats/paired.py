@@ -43,7 +43,7 @@ def _aligned(rows_a: pd.DataFrame, rows_b: pd.DataFrame, id_column: str | None) 
         only_b = sorted(map(str, set(ids_b) - set(ids_a)))[:3]
         raise BenchError(f"the two systems were scored on different samples (only in A: {only_a}, only in B: "
                          f"{only_b}); a paired test needs both scored on the same sample ids")
-    order = pd.Series(np.arange(len(ids_b)), index=ids_b)[ids_a].to_numpy()
+    order = pd.Series(np.arange(len(ids_b)), index=ids_b).loc[ids_a].to_numpy()
     return rows_a.reset_index(drop=True), rows_b.iloc[order].reset_index(drop=True)
 
 
