@@ -103,6 +103,28 @@ def test_hand_computed_case(path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["sparse", "dense"])
+def test_support_in_blocks_and_double_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    import saerad.sae.fast as fast
+
+    # Blocks of 3 rows: the support is found block by block and must come out row-major.
+    monkeypatch.setattr(fast, "SUPPORT_BLOCK_ELEMENTS", 3 * 128)
+    sae = _random_sae(gate_shift=-0.8, seed=8)
+    x = torch.randn(20, 16, generator=torch.Generator().manual_seed(9))
+    ref = sae.forward_losses(x, L1)
+    sae.zero_grad(set_to_none=True)
+    ref["loss"].backward()
+    ref_grads = {k: 2 * getattr(sae, k).grad for k in PARAM_NAMES}
+    out = hybrid_gated_step_loss(sae, x, L1, path="sparse")
+    sae.zero_grad(set_to_none=True)
+    # Two backward passes accumulate: the second must not reuse the first one's gradient memory.
+    out["loss"].backward(retain_graph=True)
+    out["loss"].backward()
+    for k in PARAM_NAMES:
+        scale = float(ref_grads[k].abs().max())
+        torch.testing.assert_close(getattr(sae, k).grad, ref_grads[k], rtol=1e-5,
+                                   atol=1e-6 * max(scale, 1.0))
+
+
 def test_zero_norm_decoder_column(path: str) -> None:
     # An active feature whose decoder column is 0: the norm's gradient is 0 there, as autograd.
     sae = _random_sae(gate_shift=0.5, seed=5)
