@@ -102,7 +102,6 @@ def test_hand_computed_case(path: str) -> None:
     torch.testing.assert_close(grads["b_mag"], torch.tensor([1.0, 18.0]))
 
 
-@pytest.mark.parametrize("path", ["sparse", "dense"])
 def test_support_in_blocks_and_double_backward(monkeypatch: pytest.MonkeyPatch) -> None:
     import saerad.sae.fast as fast
 
@@ -125,6 +124,7 @@ def test_support_in_blocks_and_double_backward(monkeypatch: pytest.MonkeyPatch) 
                                    atol=1e-6 * max(scale, 1.0))
 
 
+@pytest.mark.parametrize("path", ["sparse", "dense"])
 def test_zero_norm_decoder_column(path: str) -> None:
     # An active feature whose decoder column is 0: the norm's gradient is 0 there, as autograd.
     sae = _random_sae(gate_shift=0.5, seed=5)
