@@ -1,0 +1,17 @@
+"""The LLM client layer shared by SAE-Rad (feature labelling, report composition) and RadFact.
+
+Backends: OpenAI-compatible servers (vLLM, llama.cpp, OpenAI), Anthropic, and a local GGUF
+model. `LLMClient` adds a SQLite response cache, a concurrency limit and retries.
+See docs/llm.md.
+"""
+
+from bench.llm.base import (ChatRequest, ChatResponse, LLMBackend, LLMError, LLMOutputError, LLMRequestError,
+                            LLMTransientError, Usage)
+from bench.llm.cache import ResponseCache, cache_key
+from bench.llm.client import LLMClient
+from bench.llm.jsonx import extract_json
+from bench.llm.spec import LLMSpec, make_client, parse_spec
+
+__all__ = ["ChatRequest", "ChatResponse", "LLMBackend", "LLMClient", "LLMError", "LLMOutputError",
+           "LLMRequestError", "LLMTransientError", "LLMSpec", "ResponseCache", "Usage", "cache_key",
+           "extract_json", "make_client", "parse_spec"]

@@ -1,0 +1,136 @@
+"""Anthropic's Messages API through the `anthropic` SDK (key in $ANTHROPIC_API_KEY).
+
+The SDK's own retries are switched off (max_retries=0): LLMClient retries, so that its
+counters see every attempt. System messages become the `system` parameter. A JSON
+schema is enforced the way the API allows: one tool whose input_schema is the schema,
+with tool_choice forcing it; the tool's input is the answer. Anthropic takes no seed,
+so the seed only keys the cache. Tested without network (request construction and
+error mapping against a mocked transport); no call to the real API has been made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from bench.errors import BenchError, ModelUnavailableError
+from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError
+from bench.llm.openai_compat import parse_retry_after
+
+ANSWER_TOOL = "answer"
+
+
+class AnthropicBackend(LLMBackend):
+    kind = "anthropic"
+
+    def __init__(self, model: str, *, api_key_env: str = "ANTHROPIC_API_KEY", base_url: str | None = None,
+                 http_client_factory: Any = None):
+        """`http_client_factory`: a callable returning an httpx.AsyncClient (tests pass one
+        with a mock transport)."""
+        if not model:
+            raise BenchError("the Anthropic backend needs a model name (--model), e.g. claude-sonnet-4-5")
+        try:
+            import anthropic  # noqa: F401
+        except ImportError as e:
+            raise ModelUnavailableError("the anthropic package is not installed; "
+                                        "pip install anthropic (or saerad-bench[llm])") from e
+        self.api_key = os.environ.get(api_key_env)
+        if not self.api_key:
+            raise BenchError(f"no Anthropic API key: set the environment variable {api_key_env}")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.base_url = base_url
+        self._http_client_factory = http_client_factory
+        self._sdk: Any = None
+        self._sdk_loop: asyncio.AbstractEventLoop | None = None
+
+    def _client(self):
+        import anthropic
+
+        loop = asyncio.get_running_loop()
+        if self._sdk is None or self._sdk_loop is not loop:
+            kw: dict[str, Any] = {"api_key": self.api_key, "max_retries": 0}
+            if self.base_url:
+                kw["base_url"] = self.base_url
+            if self._http_client_factory is not None:
+                kw["http_client"] = self._http_client_factory()
+            self._sdk, self._sdk_loop = anthropic.AsyncAnthropic(**kw), loop
+        return self._sdk
+
+    async def aclose(self) -> None:
+        if self._sdk is not None:
+            try:
+                await self._sdk.close()
+            except RuntimeError:
+                pass
+            self._sdk, self._sdk_loop = None, None
+
+    def request_kwargs(self, req: ChatRequest) -> dict[str, Any]:
+        """The keyword arguments for messages.create (also what the tests check)."""
+        system: list[str] = []
+        messages: list[dict[str, str]] = []
+        for n, m in enumerate(req.messages):
+            if m["role"] == "system":
+                if messages:
+                    raise LLMRequestError(f"message {n}: Anthropic takes system text only before the "
+                                          "conversation; move it to the start")
+                system.append(m["content"])
+            else:
+                messages.append({"role": m["role"], "content": m["content"]})
+        if not messages or messages[0]["role"] != "user":
+            raise LLMRequestError("Anthropic needs the first non-system message to be from the user")
+        kw: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens, "messages": messages,
+                              "temperature": req.temperature}
+        if system:
+            kw["system"] = "\n\n".join(system)
+        if req.stop:
+            kw["stop_sequences"] = list(req.stop)
+        if req.json_schema is not None:
+            kw["tools"] = [{"name": ANSWER_TOOL, "description": "Give the answer in this structure.",
+                            "input_schema": req.json_schema}]
+            kw["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
+        return kw
+
+    async def complete(self, req: ChatRequest, timeout: float) -> ChatResponse:
+        import anthropic
+
+        kw = self.request_kwargs(req)
+        try:
+            msg = await self._client().messages.create(**kw, timeout=timeout)
+        except anthropic.APITimeoutError as e:  # a subclass of APIConnectionError: test it first
+            raise LLMTransientError(f"Anthropic: timed out ({e})", kind="timeout") from e
+        except anthropic.APIConnectionError as e:
+            raise LLMTransientError(f"Anthropic: connection failed ({e})", kind="connection") from e
+        except anthropic.APIStatusError as e:
+            raise map_status_error(e, self.api_key_env) from e
+        return self._parse(msg, req)
+
+    def _parse(self, msg: Any, req: ChatRequest) -> ChatResponse:
+        blocks = getattr(msg, "content", None)
+        if not isinstance(blocks, list):
+            raise LLMTransientError("Anthropic: the answer has no content blocks", malformed=True)
+        if req.json_schema is not None:
+            uses = [b for b in blocks if getattr(b, "type", None) == "tool_use"]
+            if not uses:
+                raise LLMTransientError("Anthropic: the forced answer tool was not used", malformed=True)
+            text = json.dumps(uses[0].input)
+        else:
+            text = "".join(b.text for b in blocks if getattr(b, "type", None) == "text")
+        usage = getattr(msg, "usage", None)
+        return ChatResponse(text=text, prompt_tokens=int(getattr(usage, "input_tokens", 0) or 0),
+                            completion_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+                            backend=self.kind, model=self.model, finish_reason=getattr(msg, "stop_reason", None))
+
+
+def map_status_error(e: Any, api_key_env: str = "ANTHROPIC_API_KEY") -> Exception:
+    """An SDK APIStatusError as our error: 429, 5xx and 529 (overloaded) are transient."""
+    status = int(getattr(e, "status_code", 0) or 0)
+    headers = getattr(getattr(e, "response", None), "headers", {}) or {}
+    detail = f"Anthropic: HTTP {status}: {getattr(e, 'message', e)}"
+    if status == 429 or status >= 500:
+        return LLMTransientError(detail, status=status, retry_after=parse_retry_after(headers.get("retry-after")))
+    if status in (401, 403):
+        detail += f" (check the key in ${api_key_env})"
+    return LLMRequestError(detail, status=status)
