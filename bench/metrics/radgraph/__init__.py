@@ -1,0 +1,97 @@
+"""RGER: RadGraph F1 at reward level "partial" (metric "rger"; DESIGN.md §3).
+
+Every reference and prediction is annotated with RadGraph (entities and relations) by the
+pinned radgraph package (annotator.py); the rewards are then computed by our own code from
+the annotations (rewards.py), per report, and averaged. An empty reference or prediction
+scores 0, as in radgraph's F1RadGraph.
+
+Per-sample columns: rger_simple, rger_partial, rger_complete. Aggregate: "rger" (mean of
+rger_partial, the leaderboard column) plus "rger_simple" and "rger_complete".
+Options (`--opt rger.KEY=VALUE`): see AnnotatorConfig.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError, MetricUnavailable
+from bench.metrics.base import Metric
+from bench.metrics.radgraph.annotator import AnnotatorConfig, RadGraphAnnotator
+from bench.metrics.radgraph.rewards import LEVELS, PINNED_VERSION, rewards
+from bench.metrics.registry import register_metric
+
+PER_SAMPLE_COLUMNS = tuple(f"rger_{level}" for level in LEVELS)
+
+
+class RgerMetric(Metric):
+    name = "rger"
+    columns = ("rger",)
+    description = (f"RadGraph F1 (Delbrouck et al. 2022), reward level partial: entities as (tokens, label, "
+                   f"has relation), set F1 per report, 0 if either side has no entities, mean over reports; "
+                   f"annotations by radgraph=={PINNED_VERSION} (weights StanfordAIMI/RRG_scorers), rewards by "
+                   f"our own code checked against radgraph's")
+
+    def __init__(self, annotator: RadGraphAnnotator | None = None, **options):
+        if annotator is not None and options:
+            raise TypeError("pass either an annotator or annotator options, not both")
+        try:
+            config = AnnotatorConfig(**options)
+        except TypeError as exc:
+            known = ", ".join(AnnotatorConfig.__dataclass_fields__)
+            raise BenchError(f"rger: {exc}; options are {known}") from None
+        self.annotator = annotator or RadGraphAnnotator(config)
+
+    def check(self) -> None:
+        self.annotator.resolve()
+
+    def per_sample(self, references: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
+        if len(references) != len(predictions):
+            raise ValueError(f"rger: {len(references)} references but {len(predictions)} predictions")
+        annotations = self.annotator.annotate(list(references) + list(predictions))
+        refs, preds = annotations[:len(references)], annotations[len(references):]
+        records = [rewards(p, r).as_dict() for p, r in zip(preds, refs)]
+        frame = pd.DataFrame.from_records(records, columns=list(LEVELS)) if records else \
+            pd.DataFrame(columns=list(LEVELS), dtype=float)
+        return frame.rename(columns=lambda level: f"rger_{level}").astype(float)
+
+    # Means are additive: a resample's value is (w @ S) / (w @ 1), see bench/stats/aggregators.py.
+    def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in PER_SAMPLE_COLUMNS if c not in rows.columns]
+        if missing:
+            raise BenchError(f"rger: per-sample rows lack columns {missing}; pass rows made by its per_sample()")
+        values = rows[list(PER_SAMPLE_COLUMNS)].to_numpy(dtype=float)
+        return np.column_stack([np.ones(len(values)), values])
+
+    def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        totals = np.asarray(totals, dtype=float)
+        n = totals[..., 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = {level: np.where(n > 0, totals[..., 1 + i] / np.where(n > 0, n, 1), np.nan)
+                     for i, level in enumerate(LEVELS)}
+        return {"rger": means["partial"], "rger_simple": means["simple"], "rger_complete": means["complete"]}
+
+    def aggregate(self, rows: pd.DataFrame) -> dict[str, float]:
+        if len(rows) == 0:
+            raise BenchError("rger: cannot aggregate zero samples")
+        totals = self.sufficient_statistics(rows).sum(axis=0)
+        return {k: float(v) for k, v in self.aggregate_totals(totals).items()}
+
+    def config(self) -> dict:
+        cfg = super().config()
+        annotator_cfg = self.annotator.config
+        cfg.update(radgraph_version=PINNED_VERSION, model_type=annotator_cfg.model_type, device=annotator_cfg.device)
+        try:
+            resolved = self.annotator.resolve()
+            cfg.update(model_fingerprint=resolved.fingerprint, model_archive=str(resolved.archive),
+                       annotator_python=resolved.env.python, annotator_source=resolved.env.source)
+        except MetricUnavailable:
+            cfg.update(model_fingerprint=None)
+        return cfg
+
+
+@register_metric("rger")
+def _make_rger(**options) -> RgerMetric:
+    return RgerMetric(**options)

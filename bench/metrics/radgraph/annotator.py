@@ -1,0 +1,449 @@
+"""Running the RadGraph model: where it lives, how it is called, and its annotation cache.
+
+The model is run by the radgraph package itself (pinned to rewards.PINNED_VERSION), always
+in a child process that executes worker.py (a JSON-file-in, JSON-file-out protocol; see that
+file). The child's interpreter is, first match wins:
+  1. the `python` option, 2. $SAERAD_RADGRAPH_PYTHON (an environment made for RadGraph, the
+  external-process mechanism), 3. bench's own interpreter if radgraph is installed in it.
+radgraph 0.1.18 does import next to transformers 5.x, but it declares transformers>=4.39 and
+was written against 4.x; a separate environment is the supported set-up. Running even our
+own interpreter as a child keeps radgraph's global side effects (it prints to stdout and
+resets warning filters) out of the harness and hands its GPU memory back when done.
+
+The weights are the radgraph archives in the Hugging Face repo StanfordAIMI/RRG_scorers
+(`<model_type>.tar.gz`). First match wins: the `model_path` option, $SAERAD_RADGRAPH_MODEL
+(the .tar.gz or its unpacked directory), the Hugging Face cache, a download (not when
+HF_HUB_OFFLINE is set or the hub does not answer within a few seconds). Archives are unpacked
+once under <cache>/radgraph/models/<fingerprint>/. The model's BERT encoder and tokenizer are
+loaded by name (from its config.json) through the Hugging Face cache as well.
+
+Annotations are cached in SQLite (<cache>/radgraph/annotations.sqlite) keyed by the model
+fingerprint and the SHA-256 of the text, and committed chunk by chunk, so a reference set is
+annotated once for all systems and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+from bench.errors import MetricUnavailable
+from bench.metrics.radgraph.rewards import PINNED_VERSION, AnnotationError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_REPO = "StanfordAIMI/RRG_scorers"
+MODEL_TYPES = ("radgraph", "radgraph-xl", "modern-radgraph-xl")  # chest X-ray models of radgraph 0.1.18
+DEFAULT_MODEL_TYPE = "radgraph-xl"  # F1RadGraph's default in radgraph 0.1.x
+PYTHON_ENV = "SAERAD_RADGRAPH_PYTHON"
+MODEL_ENV = "SAERAD_RADGRAPH_MODEL"
+WORKER = Path(__file__).with_name("worker.py")
+PROTOCOL = 1
+INSTALL_HINT = (f"make an environment with `python -m venv ~/radgraph-env && ~/radgraph-env/bin/pip install "
+                f"radgraph=={PINNED_VERSION}` and set {PYTHON_ENV}=~/radgraph-env/bin/python "
+                f"(docs/metrics-rger.md)")
+_HUB_PROBE_TIMEOUT_S = 3.0
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _offline() -> bool:
+    # Read at call time (huggingface_hub reads it once, at import).
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def default_cache_dir() -> Path:
+    from bench.data.default import cache_root
+
+    return cache_root() / "radgraph"
+
+
+def hub_reachable(timeout_s: float = _HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection within `timeout_s`.
+
+    huggingface_hub retries a failed request for tens of seconds; this probe lets check()
+    say "unavailable" at once on a machine without network.
+    """
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+# -- the annotator environment --------------------------------------------------------
+
+@dataclass(frozen=True)
+class AnnotatorEnv:
+    python: str
+    radgraph_version: str
+    source: str  # where the interpreter came from, for messages and the manifest
+
+
+def find_env(python: str | None = None, timeout_s: float = 60.0) -> AnnotatorEnv:
+    """The interpreter that runs worker.py, with the pinned radgraph; else MetricUnavailable."""
+    explicit = python or os.environ.get(PYTHON_ENV)
+    if explicit:
+        source = "python option" if python else f"${PYTHON_ENV}"
+        exe = Path(explicit).expanduser()
+        if not exe.is_file() or not os.access(exe, os.X_OK):
+            raise MetricUnavailable(f"RadGraph interpreter {exe} (from {source}) is not an executable file",
+                                    INSTALL_HINT)
+        probe = "import importlib.metadata as m; print(m.version('radgraph'))"
+        try:
+            done = subprocess.run([str(exe), "-c", probe], capture_output=True, text=True, timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MetricUnavailable(f"could not run RadGraph interpreter {exe} (from {source}): {exc}",
+                                    INSTALL_HINT) from exc
+        if done.returncode != 0:
+            raise MetricUnavailable(f"radgraph is not installed for {exe} (from {source})", INSTALL_HINT)
+        version, python_path = done.stdout.strip(), str(exe)
+    else:
+        source = "bench's own interpreter"
+        try:
+            version = importlib.metadata.version("radgraph")
+        except importlib.metadata.PackageNotFoundError:
+            raise MetricUnavailable("the radgraph package is not installed and no RadGraph environment is set",
+                                    INSTALL_HINT) from None
+        python_path = sys.executable
+    if version != PINNED_VERSION:
+        # Scores changed between radgraph releases: refuse rather than mix versions.
+        raise MetricUnavailable(f"radgraph {version} found ({source}), but RGER is pinned to {PINNED_VERSION}",
+                                f"install radgraph=={PINNED_VERSION} in that environment")
+    return AnnotatorEnv(python_path, version, source)
+
+
+# -- the model archive ----------------------------------------------------------------
+
+def _hub_archive(model_type: str, cache_dir: Path | None) -> Path | None:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    filename = f"{model_type}.tar.gz"
+    cached = try_to_load_from_cache(WEIGHTS_REPO, filename, cache_dir=cache_dir)
+    if isinstance(cached, str):
+        return Path(cached)
+    if _offline() or not hub_reachable():
+        return None
+    try:
+        return Path(hf_hub_download(WEIGHTS_REPO, filename, cache_dir=cache_dir))
+    except Exception as exc:  # network, moved repo, full disk: all mean "unavailable"
+        log.warning("could not download %s/%s: %s", WEIGHTS_REPO, filename, exc)
+        return None
+
+
+def locate_archive(model_type: str, model_path: str | Path | None = None,
+                   hf_cache_dir: Path | None = None) -> Path:
+    """The model's .tar.gz or unpacked directory, or MetricUnavailable saying how to get it."""
+    if model_type not in MODEL_TYPES:
+        raise MetricUnavailable(f"unknown RadGraph model type {model_type!r}",
+                                f"use one of {', '.join(MODEL_TYPES)}")
+    explicit = model_path or os.environ.get(MODEL_ENV)
+    if explicit:
+        source = "model_path option" if model_path else f"${MODEL_ENV}"
+        path = Path(explicit).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise MetricUnavailable(f"RadGraph model directory {path} (from {source}) has no config.json",
+                                        f"point {source} at an unpacked {model_type}.tar.gz or the archive itself")
+            return path
+        if not path.is_file():
+            raise MetricUnavailable(f"RadGraph model not found at {path} (from {source})",
+                                    f"point {source} at {model_type}.tar.gz from {WEIGHTS_REPO} or its unpacked "
+                                    f"directory")
+        return path
+    found = _hub_archive(model_type, hf_cache_dir)
+    if found is None:
+        where = "offline" if _offline() else "the hub was unreachable or the download failed"
+        raise MetricUnavailable(
+            f"RadGraph weights {model_type}.tar.gz not in the Hugging Face cache ({where})",
+            f"download with `huggingface-cli download {WEIGHTS_REPO} {model_type}.tar.gz` or set {MODEL_ENV}")
+    return found
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_fingerprint(archive: Path, model_type: str) -> str:
+    """Identifies the annotating model: radgraph version, model type and the weights' bytes.
+
+    A Hugging Face cache entry is a link to a blob named by the file's SHA-256, so its
+    content hash comes for free; other files are hashed (about a second per 500 MB).
+    """
+    if archive.is_dir():
+        parts = [_sha256_file(archive / "config.json")]
+        if (archive / "weights.th").is_file():
+            parts.append(_sha256_file(archive / "weights.th"))
+        content = hashlib.sha256("".join(parts).encode()).hexdigest()
+    else:
+        blob = Path(os.path.realpath(archive)).name
+        content = blob if _HEX64.fullmatch(blob) else _sha256_file(archive)
+    return hashlib.sha256(f"radgraph=={PINNED_VERSION}|{model_type}|{content}".encode()).hexdigest()[:24]
+
+
+def _safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    for member in tar.getmembers():
+        target = (dest / member.name).resolve()
+        if not str(target).startswith(str(dest.resolve())) or member.issym() or member.islnk():
+            raise MetricUnavailable(f"RadGraph archive member {member.name!r} would escape {dest}",
+                                    f"re-download the archive from {WEIGHTS_REPO}")
+    tar.extractall(dest)
+
+
+def unpack(archive: Path, model_type: str, fingerprint: str, cache_dir: Path) -> Path:
+    """A directory D such that D/<model_type>/config.json is the model (radgraph's layout).
+
+    Pass D to radgraph as `model_cache_dir`; it then loads the model without downloading.
+    """
+    root = cache_dir / "models" / fingerprint
+    model_dir = root / model_type
+    if (model_dir / "config.json").is_file():
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    if archive.is_dir():
+        if model_dir.is_symlink() or model_dir.exists():
+            model_dir.unlink()
+        model_dir.symlink_to(archive.resolve(), target_is_directory=True)
+        return root
+    staging = Path(tempfile.mkdtemp(prefix="unpack-", dir=root))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            _safe_extract(tar, staging)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise MetricUnavailable(f"could not unpack RadGraph archive {archive}: {exc}",
+                                f"re-download {model_type}.tar.gz from {WEIGHTS_REPO}") from exc
+    # The archives hold config.json at the top; accept one wrapping directory as well.
+    top = staging
+    if not (top / "config.json").is_file():
+        subdirs = [p for p in staging.iterdir() if p.is_dir()]
+        if len(subdirs) == 1 and (subdirs[0] / "config.json").is_file():
+            top = subdirs[0]
+        else:
+            raise MetricUnavailable(f"RadGraph archive {archive} holds no config.json",
+                                    f"re-download {model_type}.tar.gz from {WEIGHTS_REPO}")
+    os.replace(top, model_dir)
+    if top != staging:
+        staging.rmdir()
+    log.info("unpacked %s into %s", archive, model_dir)
+    return root
+
+
+def encoder_name(model_dir: Path) -> str | None:
+    """The Hugging Face id of the BERT encoder a RadGraph model loads by name."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        return config["model"]["embedder"]["token_embedders"]["bert"]["model_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_encoder(name: str | None, hf_cache_dir: Path | None = None) -> None:
+    """MetricUnavailable if the encoder can be neither read from the cache nor downloaded."""
+    if not name or Path(name).expanduser().is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=hf_cache_dir), str):
+        return
+    if _offline() or not hub_reachable():
+        raise MetricUnavailable(f"RadGraph's encoder {name} is not in the Hugging Face cache and the hub is "
+                                "not reachable",
+                                f"download it with `huggingface-cli download {name}` where the hub is reachable")
+
+
+# -- the annotation cache -------------------------------------------------------------
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class AnnotationCache:
+    """SQLite store of annotations keyed by (model fingerprint, SHA-256 of the text)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS annotations (model TEXT NOT NULL, text_sha TEXT NOT NULL, "
+                         "annotation TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (model, text_sha))")
+        self._db.commit()
+
+    def get_many(self, model: str, keys: Sequence[str]) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        keys = list(keys)
+        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT text_sha, annotation FROM annotations WHERE model = ? AND text_sha "
+                                    f"IN ({marks})", [model, *chunk])
+            found.update((k, json.loads(a)) for k, a in rows)
+        return found
+
+    def put_many(self, model: str, items: dict[str, dict]) -> None:
+        now = time.time()
+        self._db.executemany("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?, ?)",
+                             [(model, k, json.dumps(a), now) for k, a in items.items()])
+        self._db.commit()
+
+    def count(self, model: str) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM annotations WHERE model = ?", [model]).fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+# -- the annotator --------------------------------------------------------------------
+
+EMPTY_ANNOTATION: dict[str, Any] = {"text": "", "entities": {}}
+
+
+@dataclass(frozen=True)
+class AnnotatorConfig:
+    model_type: str = DEFAULT_MODEL_TYPE
+    model_path: str | None = None  # .tar.gz or unpacked directory; else $SAERAD_RADGRAPH_MODEL, HF cache
+    python: str | None = None  # interpreter with radgraph; else $SAERAD_RADGRAPH_PYTHON, our own
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (in the child process)
+    cache_dir: str | None = None  # default <SAERAD_BENCH_CACHE>/radgraph
+    hf_cache_dir: str | None = None  # Hugging Face cache; default huggingface_hub's
+    chunk: int = 256  # texts per child process call; each chunk is committed to the cache
+    timeout_s: float | None = None  # per chunk; None: no limit
+
+    def __post_init__(self):
+        # Options may arrive as strings from the command line.
+        object.__setattr__(self, "chunk", int(self.chunk))
+        if self.timeout_s is not None:
+            object.__setattr__(self, "timeout_s", float(self.timeout_s))
+        if self.chunk < 1:
+            raise ValueError(f"rger chunk must be >= 1, got {self.chunk}")
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    env: AnnotatorEnv
+    archive: Path
+    fingerprint: str
+    model_cache_dir: Path
+
+
+class RadGraphAnnotator:
+    """Texts -> RadGraph annotations (radgraph's per-report dicts), cached on disk."""
+
+    def __init__(self, config: AnnotatorConfig = AnnotatorConfig()):
+        self.config = config
+        self.cache_dir = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
+        self._hf_cache = Path(config.hf_cache_dir).expanduser() if config.hf_cache_dir else None
+        self._resolved: _Resolved | None = None
+
+    def resolve(self) -> _Resolved:
+        """Find the environment and the model (unpacking it once); MetricUnavailable if missing."""
+        if self._resolved is None:
+            cfg = self.config
+            env = find_env(cfg.python)
+            archive = locate_archive(cfg.model_type, cfg.model_path, self._hf_cache)
+            fingerprint = model_fingerprint(archive, cfg.model_type)
+            root = unpack(archive, cfg.model_type, fingerprint, self.cache_dir)
+            check_encoder(encoder_name(root / cfg.model_type), self._hf_cache)
+            self._resolved = _Resolved(env, archive, fingerprint, root)
+        return self._resolved
+
+    def fingerprint(self) -> str:
+        return self.resolve().fingerprint
+
+    def annotate(self, texts: Sequence[str]) -> list[dict]:
+        """One annotation per text, in order. Blank texts get no entities without a model call."""
+        keys = [text_key(t) for t in texts]
+        wanted = {k: t for k, t in zip(keys, texts) if t.strip()}
+        out: dict[str, dict] = {}
+        if wanted:
+            resolved = self.resolve()
+            cache = AnnotationCache(self.cache_dir / "annotations.sqlite")
+            try:
+                out = cache.get_many(resolved.fingerprint, list(wanted))
+                missing = [k for k in wanted if k not in out]
+                log.info("radgraph: %d distinct texts, %d cached, %d to annotate",
+                         len(wanted), len(wanted) - len(missing), len(missing))
+                for start in range(0, len(missing), self.config.chunk):
+                    chunk = missing[start:start + self.config.chunk]
+                    fresh = dict(zip(chunk, self._run_worker(resolved, [wanted[k] for k in chunk])))
+                    cache.put_many(resolved.fingerprint, fresh)
+                    out.update(fresh)
+            finally:
+                cache.close()
+        return [out[k] if k in out else dict(EMPTY_ANNOTATION) for k in keys]
+
+    def _run_worker(self, resolved: _Resolved, texts: list[str]) -> list[dict]:
+        request = {"protocol": PROTOCOL, "model_type": self.config.model_type,
+                   "model_cache_dir": str(resolved.model_cache_dir), "device": self.config.device,
+                   "texts": texts}
+        return run_worker(resolved.env.python, request, timeout_s=self.config.timeout_s)
+
+
+def run_worker(python: str, request: dict, timeout_s: float | None = None, worker: Path = WORKER) -> list[dict]:
+    """Run worker.py under `python` on one request; the annotations, validated, in text order."""
+    texts = request["texts"]
+    with tempfile.TemporaryDirectory(prefix="radgraph-") as tmp:
+        req_path, resp_path = Path(tmp) / "request.json", Path(tmp) / "response.json"
+        req_path.write_text(json.dumps(request), encoding="utf-8")
+        t0 = time.perf_counter()
+        try:
+            done = subprocess.run([python, str(worker), str(req_path), str(resp_path)], capture_output=True,
+                                  text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise AnnotationError(f"RadGraph annotator timed out after {timeout_s} s on {len(texts)} texts; "
+                                  "raise the rger timeout_s option or lower chunk") from exc
+        if done.returncode != 0 or not resp_path.is_file():
+            tail = (done.stderr or "").strip()[-2000:]
+            raise AnnotationError(f"RadGraph annotator ({python} {worker.name}) failed with exit status "
+                                  f"{done.returncode}:\n{tail}")
+        try:
+            response = json.loads(resp_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise AnnotationError(f"RadGraph annotator wrote an unreadable response: {exc}") from exc
+    log.info("radgraph annotated %d texts in %.1f s", len(texts), time.perf_counter() - t0)
+    return _validated(response, texts)
+
+
+def _validated(response: Any, texts: list[str]) -> list[dict]:
+    if not isinstance(response, dict) or response.get("protocol") != PROTOCOL:
+        raise AnnotationError(f"RadGraph annotator answered with protocol "
+                              f"{response.get('protocol') if isinstance(response, dict) else None!r}, "
+                              f"expected {PROTOCOL}")
+    if response.get("radgraph_version") != PINNED_VERSION:
+        raise AnnotationError(f"RadGraph annotator ran radgraph {response.get('radgraph_version')!r}, "
+                              f"expected {PINNED_VERSION}")
+    annotations = response.get("annotations")
+    if not isinstance(annotations, list) or len(annotations) != len(texts):
+        raise AnnotationError(f"RadGraph annotator returned "
+                              f"{len(annotations) if isinstance(annotations, list) else 'no'} annotations "
+                              f"for {len(texts)} texts")
+    errors = response.get("errors") or {}
+    failed = [int(i) for i in errors] + [i for i, a in enumerate(annotations) if a is None and str(i) not in errors]
+    if failed:
+        first = min(failed)
+        raise AnnotationError(f"RadGraph could not annotate {len(failed)} of {len(texts)} texts; the first "
+                              f"(#{first}, {texts[first][:80]!r}): {errors.get(str(first), 'no annotation')}")
+    for i, a in enumerate(annotations):
+        if not isinstance(a, dict) or not isinstance(a.get("entities"), dict):
+            raise AnnotationError(f"RadGraph annotation #{i} has no 'entities' mapping: {str(a)[:200]}")
+    return annotations
