@@ -99,9 +99,14 @@ class LLMClient:
                 async with self._sem:
                     self.usage.calls += 1
                     t0 = time.perf_counter()
-                    resp = await asyncio.wait_for(self.backend.complete(req, self.timeout), self.timeout)
+                    # The backend enforces `timeout` itself (httpx's connect/read limits);
+                    # this outer limit only catches one that hangs past it, with a grace
+                    # period so that slow set-up (first TLS context, model load) is not cut.
+                    resp = await asyncio.wait_for(self.backend.complete(req, self.timeout),
+                                                  self.timeout + max(5.0, 0.5 * self.timeout))
             except TimeoutError:
-                err: LLMTransientError = LLMTransientError(f"no answer within {self.timeout:g} s", kind="timeout")
+                err: LLMTransientError = LLMTransientError(
+                    f"no answer within {self.timeout:g} s (plus grace)", kind="timeout")
             except LLMTransientError as e:
                 err = e
             except LLMRequestError as e:
