@@ -125,6 +125,11 @@ def test_rewards_match_installed_radgraph_live():
     for name, (pred, ref) in PAIRS.items():
         assert tuple(reference.compute_reward(pred, ref, "all")) == \
             tuple(rewards(pred, ref).as_dict()[level] for level in LEVELS), name
+    rng = random.Random(11)
+    for _ in range(300):
+        pred, ref = _random_annotation(rng), _random_annotation(rng)
+        assert tuple(reference.compute_reward(pred, ref, "all")) == \
+            tuple(rewards(pred, ref).as_dict()[level] for level in LEVELS)
 
 
 def test_hand_computed_simple():
@@ -437,3 +442,93 @@ def test_blank_texts_are_not_sent_to_the_model(fake_env, monkeypatch):
     out = annotator.annotate(["", "  \n", "Reference for identical.", "Reference for identical."])
     assert [len(a["entities"]) for a in out] == [0, 0, 2, 2]
     assert _calls(tmp) == [["Reference for identical."]]
+
+
+# -- the real radgraph package, on a tiny random model (slow; needs a RadGraph environment) --
+
+# Runs in the RadGraph environment: builds a radgraph-style archive around a 1-layer random
+# BERT (local directory, so nothing is downloaded), with the DyGIE heads built by radgraph's
+# own classes the way radgraph.RadGraph builds them, and saves their random weights.
+_TINY_MODEL_BUILDER = textwrap.dedent('''
+    import json, sys, tarfile
+    from pathlib import Path
+    import torch
+    from dotmap import DotMap
+    from transformers import BertConfig, BertModel
+    from radgraph.allennlp.data import Vocabulary
+    from radgraph.allennlp.modules import text_field_embedders, token_embedders
+    from radgraph.dygie.models import dygie
+
+    out = Path(sys.argv[1]); enc = out / "encoder"; model = out / "model"; voc = model / "vocabulary"
+    for d in (enc, voc):
+        d.mkdir(parents=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "1", "2", "no", "pleural", "effusion",
+             "left", "mild", "edema", ".", "the", "heart", "is", "normal", "size", "lung", "lungs", "are", "clear"]
+    (enc / "vocab.txt").write_text("\\n".join(words) + "\\n")
+    (enc / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(enc)
+    (voc / "non_padded_namespaces.txt").write_text("*tags\\n*labels\\n")
+    (voc / "radgraph-xl__ner_labels.txt").write_text(
+        "\\nObservation::definitely present\\nAnatomy::definitely present\\nObservation::definitely absent\\n")
+    (voc / "radgraph-xl__relation_labels.txt").write_text("\\nlocated_at\\nmodify\\nsuggestive_of\\n")
+    bert = {"model_name": str(enc), "max_length": 128}
+    config = {"dataset_reader": {"max_span_width": 4, "token_indexers": {"bert": bert}},
+              "model": {"type": "dygie", "embedder": {"token_embedders": {"bert": bert}}, "initializer": {},
+                        "module_initializer": {}, "feature_size": 8, "max_span_width": 4, "target_task": "relation",
+                        "feedforward_params": {"num_layers": 1, "hidden_dims": 16, "dropout": 0.0},
+                        "loss_weights": {"ner": 1.0, "relation": 1.0, "coref": 0.0, "events": 0.0},
+                        "modules": {"ner": {}, "relation": {"spans_per_word": 0.5},
+                                    "coref": {"spans_per_word": 0.3, "max_antecedents": 10},
+                                    "events": {"trigger_spans_per_word": 0.3, "argument_spans_per_word": 0.8,
+                                               "loss_weights": {"trigger": 1.0, "arguments": 1.0}}}}}
+    (model / "config.json").write_text(json.dumps(config))
+    embedder = text_field_embedders.BasicTextFieldEmbedder(
+        {"bert": token_embedders.PretrainedTransformerMismatchedEmbedder(**bert)})
+    kwargs = DotMap(config["model"])
+    for name in ["type", "embedder", "initializer", "module_initializer"]:
+        del kwargs[name]
+    net = dygie.DyGIE(vocab=Vocabulary.from_files(str(voc), None, None), embedder=embedder, **kwargs)
+    torch.save(net.state_dict(), model / "weights.th")
+    with tarfile.open(out / "radgraph-xl.tar.gz", "w:gz") as tar:
+        for f in model.iterdir():
+            tar.add(f, arcname=f.name)
+''')
+
+# Runs in the RadGraph environment: the package's own compute_reward on annotation pairs.
+_PACKAGE_REWARDS = textwrap.dedent('''
+    import json, sys
+    from radgraph.rewards import compute_reward
+    pairs = json.load(open(sys.argv[1]))
+    print(json.dumps([list(compute_reward(p, r, "all")) for p, r in pairs]))
+''')
+
+
+@pytest.mark.slow
+def test_real_radgraph_package_on_a_tiny_random_model(tmp_path, monkeypatch):
+    """Our worker driving radgraph 0.1.18 itself (random weights), and our rewards on what it returns
+    against the package's compute_reward. About 30 s on two CPU cores."""
+    import os
+    import subprocess
+
+    python = os.environ.get("SAERAD_RADGRAPH_PYTHON")
+    if not python:
+        pytest.skip("set SAERAD_RADGRAPH_PYTHON to an environment with radgraph==0.1.18 (docs/metrics-rger.md)")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "build.py").write_text(_TINY_MODEL_BUILDER)
+    subprocess.run([python, str(tmp_path / "build.py"), str(tmp_path / "tiny")], check=True, capture_output=True)
+    metric = RgerMetric(model_path=str(tmp_path / "tiny" / "radgraph-xl.tar.gz"), cache_dir=str(tmp_path / "cache"),
+                        device="cpu")
+    metric.check()
+    refs = ["No pleural effusion.", "Mild edema of the left lung.", "", "The heart is normal in size."]
+    preds = ["No pleural effusion.", "Left pleural effusion and mild edema.", "Lungs are clear.", ""]
+    rows = metric.per_sample(refs, preds)
+    annotations = metric.annotator.annotate(refs + preds)
+    assert all("entities" in a for a in annotations)
+    pairs = [[p, r] for p, r in zip(annotations[len(refs):], annotations[:len(refs)])]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    done = subprocess.run([python, "-c", _PACKAGE_REWARDS, str(tmp_path / "pairs.json")], check=True,
+                          capture_output=True, text=True)
+    np.testing.assert_array_equal(rows.to_numpy(), np.array(json.loads(done.stdout.strip().splitlines()[-1])))
+    assert rows["rger_partial"].iloc[2] == rows["rger_partial"].iloc[3] == 0.0  # empty sides

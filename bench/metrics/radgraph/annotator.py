@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -241,9 +242,13 @@ def unpack(archive: Path, model_type: str, fingerprint: str, cache_dir: Path) ->
         else:
             raise MetricUnavailable(f"RadGraph archive {archive} holds no config.json",
                                     f"re-download {model_type}.tar.gz from {WEIGHTS_REPO}")
-    os.replace(top, model_dir)
-    if top != staging:
-        staging.rmdir()
+    try:
+        os.replace(top, model_dir)
+    except OSError:
+        # Another process unpacked the same archive meanwhile: use its copy.
+        if not (model_dir / "config.json").is_file():
+            raise
+    shutil.rmtree(staging, ignore_errors=True)
     log.info("unpacked %s into %s", archive, model_dir)
     return root
 
