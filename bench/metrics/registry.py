@@ -35,3 +35,4 @@ def _load_builtins() -> None:
     import bench.metrics.chexbert  # noqa: F401
     import bench.metrics.chexpert_rules  # noqa: F401
     import bench.metrics.nlg  # noqa: F401
+    import bench.metrics.radgraph  # noqa: F401
