@@ -43,6 +43,17 @@ def _split_list(values: list[str] | None) -> list[str]:
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
+def _parse_metric_opts(opts: list[str] | None) -> dict[str, dict[str, str]]:
+    """`--metric-opt rger.model_type=radgraph` -> {"rger": {"model_type": "radgraph"}}."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in _parse_opts(opts).items():
+        if "." not in key:
+            raise BenchError(f"--metric-opt expects metric.key=value, got {key}={value}")
+        metric, name = key.split(".", 1)
+        out.setdefault(metric, {})[name] = value
+    return out
+
+
 def _parse_opts(opts: list[str] | None) -> dict[str, str]:
     out = {}
     for o in opts or []:
@@ -68,6 +79,7 @@ def run(
     bootstrap: int = typer.Option(1000, help="bootstrap resamples for intervals (0: none)"),
     seed: int = typer.Option(0, help="bootstrap seed"),
     opt: Optional[list[str]] = typer.Option(None, "--opt", help="system option key=value (repeatable)"),
+    metric_opt: Optional[list[str]] = typer.Option(None, "--metric-opt", help="metric option metric.key=value (repeatable)"),
     cache_dir: Optional[Path] = typer.Option(None, help="cache for datasets and tokens (default $SAERAD_BENCH_CACHE or ~/.cache/saerad-bench)"),
 ) -> None:
     """Run systems on a split, score them, and print the leaderboard."""
@@ -83,7 +95,8 @@ def run(
         cfg = RunConfig(system=name, system_options=options, split=split, data_root=data_root, reports=reports,
                         unit=unit, metrics=_split_list(metrics) or list(DEFAULT_METRICS),
                         out=(out / name if out and len(systems) > 1 else out), encoder=encoder, device=device,
-                        limit=limit, n_bootstrap=bootstrap, seed=seed, cache_dir=cache_dir)
+                        limit=limit, n_bootstrap=bootstrap, seed=seed, cache_dir=cache_dir,
+                        metric_options=_parse_metric_opts(metric_opt))
         d = run_one(cfg)
         console.print(f"[green]run written to[/green] {d}")
         dirs.append(d)
@@ -98,6 +111,7 @@ def score(
     bootstrap: int = typer.Option(1000),
     seed: int = typer.Option(0),
     per_sample: Optional[Path] = typer.Option(None, help="also write per-sample scores (parquet)"),
+    metric_opt: Optional[list[str]] = typer.Option(None, "--metric-opt", help="metric option metric.key=value (repeatable)"),
 ) -> None:
     """Score any predictions file and print the aggregate scores as JSON."""
     from bench.predictions import read_predictions_file
@@ -105,7 +119,8 @@ def score(
     from bench.scoring import score as score_fn
 
     ids, refs, preds = read_predictions_file(predictions)
-    res = score_fn(ids, refs, preds, _split_list(metrics) or list(DEFAULT_METRICS), n_bootstrap=bootstrap, seed=seed)
+    res = score_fn(ids, refs, preds, _split_list(metrics) or list(DEFAULT_METRICS), n_bootstrap=bootstrap, seed=seed,
+                   metric_options=_parse_metric_opts(metric_opt))
     if per_sample:
         res.rows.to_parquet(per_sample, index=False)
     print(json.dumps({"n": len(ids), "empty_predictions": len(res.empty_predictions),

@@ -43,6 +43,7 @@ class RunConfig:
     n_bootstrap: int = 1000
     seed: int = 0
     cache_dir: Path | None = None
+    metric_options: dict[str, dict[str, str]] = field(default_factory=dict)  # metric -> {option: value}
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine the predictions; a run directory is tied to these."""
@@ -109,7 +110,7 @@ def run(cfg: RunConfig) -> Path:
 
     t0 = time.perf_counter()
     result = score([p.id for p in preds], [p.reference for p in preds], [p.prediction for p in preds],
-                   cfg.metrics, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)
+                   cfg.metrics, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, metric_options=cfg.metric_options)
     ctx.timings["score_s"] = time.perf_counter() - t0
     result.rows.to_parquet(out / "scores.parquet", index=False)
     label = cfg.system_options.get("label") or cfg.system

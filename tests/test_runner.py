@@ -163,3 +163,12 @@ def test_compare_runs_paired_test(tmp_path, phantom, tiny_encoder):
     res = CliRunner().invoke(app, ["compare", str(a), str(b), "--permutations", "100", "--json"])
     assert res.exit_code == 0, res.output
     assert {"bleu4", "rougeL"} <= {c["column"] for c in json.loads(res.stdout)["comparisons"]}
+
+
+def test_metric_options_parse_and_reject_malformed():
+    from bench.cli import _parse_metric_opts
+
+    assert _parse_metric_opts(["rger.model_type=radgraph", "rger.device=cuda", "chexbert.batch_size=8"]) == {
+        "rger": {"model_type": "radgraph", "device": "cuda"}, "chexbert": {"batch_size": "8"}}
+    with pytest.raises(BenchError, match="metric.key=value"):
+        _parse_metric_opts(["model_type=radgraph"])
