@@ -157,8 +157,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _wait_ready(server: LlamaServer, timeout: float) -> None:
-    import httpx
+    from bench.llm.http import httpx_module
 
+    httpx = httpx_module()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

@@ -1,17 +1,25 @@
 """Anthropic's Messages API through the `anthropic` SDK (key in $ANTHROPIC_API_KEY).
 
 The SDK's own retries are switched off (max_retries=0): LLMClient retries, so that its
-counters see every attempt. System messages become the `system` parameter. A JSON
-schema is enforced the way the API allows: one tool whose input_schema is the schema,
-with tool_choice forcing it; the tool's input is the answer. Anthropic takes no seed,
-so the seed only keys the cache. Tested without network (request construction and
-error mapping against a mocked transport); no call to the real API has been made here.
+counters see every attempt. System messages become the `system` parameter.
+
+The SDK's surface has moved between releases, so we look at what the installed
+`messages.create` accepts: current releases (2.x) take no `temperature` (it is then not
+sent, and only keys the cache) and offer structured output as
+output_config={"format": {"type": "json_schema", "schema": ...}}; older ones take
+`temperature`, and a JSON schema is enforced with one forced tool whose input is the
+answer. Anthropic takes no seed, so the seed only keys the cache.
+
+Tested without network (request construction and error mapping against a mocked
+transport); no call to the real API has been made from this project.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import logging
 import os
 from typing import Any
 
@@ -19,16 +27,27 @@ from bench.errors import BenchError, ModelUnavailableError
 from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError
 from bench.llm.openai_compat import parse_retry_after
 
+log = logging.getLogger(__name__)
+
 ANSWER_TOOL = "answer"
+STRUCTURED_MODES = ("output_config", "tool")
+
+
+def sdk_create_params() -> frozenset[str]:
+    """The keyword arguments the installed SDK's messages.create accepts."""
+    from anthropic.resources.messages import AsyncMessages
+
+    return frozenset(inspect.signature(AsyncMessages.create).parameters)
 
 
 class AnthropicBackend(LLMBackend):
     kind = "anthropic"
 
     def __init__(self, model: str, *, api_key_env: str = "ANTHROPIC_API_KEY", base_url: str | None = None,
-                 http_client_factory: Any = None):
-        """`http_client_factory`: a callable returning an httpx.AsyncClient (tests pass one
-        with a mock transport)."""
+                 structured_output: str = "auto", http_client_factory: Any = None):
+        """`structured_output`: "auto" (output_config where the SDK has it, else a forced
+        tool), "output_config" or "tool". `http_client_factory`: a callable returning the
+        SDK's kind of AsyncClient (tests pass one with a mock transport)."""
         if not model:
             raise BenchError("the Anthropic backend needs a model name (--model), e.g. claude-sonnet-4-5")
         try:
@@ -39,6 +58,16 @@ class AnthropicBackend(LLMBackend):
         self.api_key = os.environ.get(api_key_env)
         if not self.api_key:
             raise BenchError(f"no Anthropic API key: set the environment variable {api_key_env}")
+        params = sdk_create_params()
+        if structured_output == "auto":
+            structured_output = "output_config" if "output_config" in params else "tool"
+        if structured_output not in STRUCTURED_MODES:
+            raise BenchError(f"unknown structured_output {structured_output!r} for Anthropic; choose auto, "
+                             + ", ".join(STRUCTURED_MODES))
+        self.structured_output = structured_output
+        self.sends_temperature = "temperature" in params
+        if not self.sends_temperature:
+            log.info("the installed anthropic SDK takes no temperature; it is not sent (it still keys the cache)")
         self.model = model
         self.api_key_env = api_key_env
         self.base_url = base_url
@@ -81,13 +110,16 @@ class AnthropicBackend(LLMBackend):
                 messages.append({"role": m["role"], "content": m["content"]})
         if not messages or messages[0]["role"] != "user":
             raise LLMRequestError("Anthropic needs the first non-system message to be from the user")
-        kw: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens, "messages": messages,
-                              "temperature": req.temperature}
+        kw: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens, "messages": messages}
+        if self.sends_temperature:
+            kw["temperature"] = req.temperature
         if system:
             kw["system"] = "\n\n".join(system)
         if req.stop:
             kw["stop_sequences"] = list(req.stop)
-        if req.json_schema is not None:
+        if req.json_schema is not None and self.structured_output == "output_config":
+            kw["output_config"] = {"format": {"type": "json_schema", "schema": req.json_schema}}
+        elif req.json_schema is not None:
             kw["tools"] = [{"name": ANSWER_TOOL, "description": "Give the answer in this structure.",
                             "input_schema": req.json_schema}]
             kw["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
@@ -111,7 +143,7 @@ class AnthropicBackend(LLMBackend):
         blocks = getattr(msg, "content", None)
         if not isinstance(blocks, list):
             raise LLMTransientError("Anthropic: the answer has no content blocks", malformed=True)
-        if req.json_schema is not None:
+        if req.json_schema is not None and self.structured_output == "tool":
             uses = [b for b in blocks if getattr(b, "type", None) == "tool_use"]
             if not uses:
                 raise LLMTransientError("Anthropic: the forced answer tool was not used", malformed=True)

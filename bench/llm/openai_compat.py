@@ -1,9 +1,10 @@
 """OpenAI-compatible chat completions (vLLM, llama.cpp's server, OpenAI itself, ...).
 
-We talk to /v1/chat/completions with httpx rather than the `openai` SDK: the SDK has
-retries of its own (they would hide attempts from our counters and double the backoff),
-httpx is already a dependency of the Anthropic SDK, and a plain POST keeps the
-structured-output fallback and the error mapping in view.
+We talk to /v1/chat/completions with httpx2/httpx (bench.llm.http) rather than the
+`openai` SDK: the SDK has retries of its own (they would hide attempts from our counters
+and double the backoff), the HTTP library is already a dependency of the Anthropic SDK
+and huggingface_hub, and a plain POST keeps the structured-output fallback and the
+error mapping in view.
 
 Several base URLs share the load: each attempt goes to the endpoint with the fewest
 requests in flight (ties in turn), passing over one that failed in the last few seconds.
@@ -28,6 +29,7 @@ from typing import Any, Sequence
 
 from bench.errors import BenchError
 from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError
+from bench.llm.http import httpx_module
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,7 @@ class OpenAICompatBackend(LLMBackend):
 
     # -- plumbing ---------------------------------------------------------------
     def _client(self):
-        import httpx
-
+        httpx = httpx_module()
         loop = asyncio.get_running_loop()
         if self._http is None or self._http_loop is not loop:
             # httpx connection pools belong to one event loop; chat_many makes a new one.
@@ -161,8 +162,7 @@ class OpenAICompatBackend(LLMBackend):
         return body
 
     async def _post(self, ep: _Endpoint, payload: dict[str, Any], timeout: float) -> Any:
-        import httpx
-
+        httpx = httpx_module()
         ep.requests += 1
         url = ep.base_url + "/chat/completions"
         try:
