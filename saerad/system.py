@@ -1,0 +1,348 @@
+"""`saerad`: SAE-Rad end to end as a benchmark system (paper §4.2, DESIGN.md §1).
+
+fit:      encode the training images (shared token cache) -> train an SAE on their CLS tokens
+          or load one (`sae=DIR`) -> feature index (top-k training images per feature) ->
+          label every feature (LLM-free by default, or with an LLM).
+generate: encode -> feature activations f_i = h_i ||W_dec[:, i]|| -> active features
+          I(x) = {i : f_i > tau}, scored by f_i / max_j f_j -> compose the findings.
+
+Every stage is cached under <cache_dir>/saerad/<stage>-<fingerprint of its inputs>, so a
+second run with the same data, encoder and options reuses the SAE, the index and the labels.
+
+Options (strings from `--opt key=value`; `config=FILE` reads a JSON object of the same keys,
+which explicit options override):
+
+  sae=DIR            a trained SAE checkpoint (else one is trained; see the recipe keys)
+  arch, expansion, l1, steps, batch_size, lr, seed
+                     the training recipe; defaults: the paper's (App. B.3) on MIMIC-CXR, and on
+                     the phantom the same schedule shape with fewer steps (see PHANTOM_RECIPE)
+  labels=FILE        feature labels (a labels file, or a {"id": "text"} map); else computed
+  top_k=10           training images per feature for labelling
+  llm=none           LLM spec for labelling and composition (bench.llm: openai:URL, anthropic,
+                     gguf[:PATH]); "none" = LLM-free labeller and composer
+  model=NAME         the LLM's model name
+  label_prompt=FILE, compose_prompt=FILE   replacement prompt files
+  tau=0              activation threshold
+  indication=false, priors=false           give the LLM composer the indication / prior reports
+  max_sentences=6    cap of the LLM-free composer
+  max_features       use only the strongest N active features (default: all above tau)
+  device=cpu         where the SAE runs
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from bench.data.records import Sample
+from bench.errors import BenchError, DataError
+from bench.systems.base import Prediction, System
+
+log = logging.getLogger(__name__)
+
+# The paper's schedule shape with fewer steps and a larger learning rate, so the phantom SAE
+# trains in seconds on a CPU (the same trade as tests/test_sae_recovery.py documents).
+PHANTOM_RECIPE = {"steps": 1500, "batch_size": 256, "lr": 1e-3}
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise BenchError(f"saerad option {name}={value!r}: expected true or false")
+
+
+@dataclass
+class SaeRadOptions:
+    sae: str | None = None
+    arch: str = "hybrid-gated"
+    expansion: int = 64
+    l1: float = 8e-3
+    steps: int | None = None  # None: 200,000 on MIMIC-CXR, PHANTOM_RECIPE on the phantom
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    labels: str | None = None
+    top_k: int = 10
+    llm: str = "none"
+    model: str | None = None
+    label_prompt: str | None = None
+    compose_prompt: str | None = None
+    label_retries: int = 2
+    tau: float = 0.0
+    indication: bool = False
+    priors: bool = False
+    max_sentences: int = 6
+    max_features: int | None = None
+    device: str = "cpu"
+    chunk_size: int = 1024
+    config: str | None = None
+    label: str | None = None  # the run's display label (read by the runner), not used here
+
+    @classmethod
+    def parse(cls, options: dict[str, Any]) -> "SaeRadOptions":
+        merged: dict[str, Any] = {}
+        if options.get("config"):
+            path = Path(options["config"])
+            if not path.is_file():
+                raise DataError(f"saerad config file {path} does not exist")
+            try:
+                merged.update(json.loads(path.read_text()))
+            except json.JSONDecodeError as e:
+                raise DataError(f"saerad config file {path} is not JSON ({e})") from None
+            merged.pop("description", None)  # free text for people reading the file
+        merged.update(options)
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(merged) - set(known))
+        if unknown:
+            raise BenchError(f"unknown saerad option(s) {unknown}; valid options: {sorted(known)}")
+        values: dict[str, Any] = {}
+        for key, raw in merged.items():
+            kind = str(known[key].type)
+            try:
+                if raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null")
+                                   and "None" in kind and key != "llm"):
+                    values[key] = None
+                elif kind.startswith("bool"):
+                    values[key] = _bool(key, raw)
+                elif kind.startswith("int"):
+                    values[key] = int(raw)
+                elif kind.startswith("float"):
+                    values[key] = float(raw)
+                else:
+                    values[key] = str(raw)
+            except ValueError:
+                raise BenchError(f"saerad option {key}={raw!r}: expected {kind}") from None
+        opts = cls(**values)
+        if opts.top_k < 1:
+            raise BenchError(f"saerad option top_k must be at least 1, got {opts.top_k}")
+        return opts
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+class SaeRadSystem(System):
+    name = "saerad"
+    description = "SAE-Rad: sparse autoencoder features of the CLS token, labelled and composed into findings"
+    needs_train = True
+
+    def __init__(self, **options: Any):
+        self.opts = SaeRadOptions.parse(options)
+        self.sae: Any = None
+        self.sae_dir: Path | None = None
+        self.sae_id: str = ""
+        self.index_dir: Path | None = None
+        self.labels_path: Path | None = None
+        self.labels: dict[int, Any] = {}
+        self.label_counts: dict[str, int] = {}
+        self.train_info: dict[str, Any] = {}
+        self._client: Any = None
+
+    # -- stages -------------------------------------------------------------------------
+    def _llm(self, ctx) -> Any:
+        if self.opts.llm.strip().lower() == "none":
+            return None
+        if self._client is None:
+            from bench.llm import make_client
+
+            self._client = make_client(self.opts.llm, self.opts.model, ctx.cache_dir / "llm" / "responses.sqlite")
+        return self._client
+
+    def _recipe(self, ctx, n_train: int):
+        from saerad.sae import TrainConfig
+
+        o = self.opts
+        base = PHANTOM_RECIPE if ctx.dataset_name == "phantom" else {}
+        steps = o.steps or base.get("steps", TrainConfig.steps)
+        batch = o.batch_size or base.get("batch_size", TrainConfig.batch_size)
+        if batch > n_train:
+            log.warning("batch size %d exceeds the %d training tokens; using %d", batch, n_train, n_train)
+            batch = n_train
+        return TrainConfig(arch=o.arch, expansion=o.expansion, l1_coeff=o.l1, steps=steps, batch_size=batch,
+                           lr=o.lr or base.get("lr", TrainConfig.lr), seed=o.seed, device=o.device,
+                           log_every=max(1, min(100, steps)), checkpoint_every=max(steps, 1))
+
+    def _stage(self, ctx, kind: str, key: dict[str, Any]) -> Path:
+        return Path(ctx.cache_dir) / "saerad" / f"{kind}-{_fingerprint(key)}"
+
+    def _get_sae(self, ctx, tokens: np.ndarray, data_key: dict[str, Any]) -> None:
+        from saerad.sae import Trainer, load_sae
+        from saerad.sae.checkpoint import WEIGHTS_FILE, read_config, weights_step
+
+        if self.opts.sae:
+            d = Path(self.opts.sae).expanduser()
+            self.sae = load_sae(d, device=self.opts.device)
+            self.sae_dir, self.sae_id = d, _file_hash(d / WEIGHTS_FILE)
+            self.index_dir = self._stage(ctx, "index", {**data_key, "sae": self.sae_id, "k": self.opts.top_k})
+            self.train_info = {"source": "loaded", "dir": str(d)}
+            return
+        cfg = self._recipe(ctx, len(tokens))
+        recipe = {k: v for k, v in cfg.to_dict().items() if k not in ("device", "log_every", "checkpoint_every")}
+        d = self._stage(ctx, "sae", {**data_key, "recipe": recipe})
+        done = (d / WEIGHTS_FILE).exists() and weights_step(d) == cfg.steps \
+            and read_config(d).get("train_config", {}).get("steps") == cfg.steps
+        t0 = time.perf_counter()
+        if done:
+            log.info("saerad: reusing the SAE trained in %s", d)
+            self.sae = load_sae(d, device=self.opts.device)
+        else:
+            log.info("saerad: training a %s SAE (x%d, lambda %g, %d steps of %d) on %d tokens into %s",
+                     cfg.arch, cfg.expansion, cfg.l1_coeff, cfg.steps, cfg.batch_size, len(tokens), d)
+            trainer = Trainer(cfg, tokens, d)
+            self.sae = trainer.train()
+            last = trainer.history[-1] if trainer.history else {}
+            log.info("saerad: SAE trained: L0 %.1f, explained variance %.3f (last batch)",
+                     last.get("l0", float("nan")), last.get("explained_variance", float("nan")))
+        ctx.timings["saerad_sae_s"] = time.perf_counter() - t0
+        self.sae_dir, self.sae_id = d, _file_hash(d / WEIGHTS_FILE)
+        # The index of an SAE we trained lives beside its checkpoint.
+        self.index_dir = d if self.opts.top_k == 10 else self._stage(
+            ctx, "index", {**data_key, "sae": self.sae_id, "k": self.opts.top_k})
+        self.train_info = {"source": "trained", "dir": str(d), "recipe": recipe}
+
+    def _get_index(self, ctx, tokens: np.ndarray, samples: Sequence[Sample], data_key: dict[str, Any]):
+        from saerad.features.index import build_index, index_exists, load_index, read_index_meta
+
+        assert self.index_dir is not None
+        want = {"sae": self.sae_id, "data": data_key, "k": self.opts.top_k}
+        if index_exists(self.index_dir) and read_index_meta(self.index_dir).get("inputs") == want:
+            return load_index(self.index_dir)
+        t0 = time.perf_counter()
+        idx = build_index(self.sae, tokens, samples, k=self.opts.top_k, chunk_size=self.opts.chunk_size,
+                          device=self.opts.device, meta={"inputs": want, "sae_dir": str(self.sae_dir)})
+        idx.save(self.index_dir)
+        ctx.timings["saerad_index_s"] = time.perf_counter() - t0
+        return idx
+
+    def _get_labels(self, ctx, index, samples: Sequence[Sample]) -> None:
+        from saerad.features.label import (DEFAULT_PROMPT, LexicalLabeller, LLMLabeller, label_index,
+                                           load_labels, save_labels, status_counts)
+
+        if self.opts.labels:
+            self.labels_path = Path(self.opts.labels).expanduser()
+            self.labels = load_labels(self.labels_path)
+            self.label_counts = status_counts(self.labels.values())
+            return
+        client = self._llm(ctx)
+        prompt = Path(self.opts.label_prompt or DEFAULT_PROMPT)
+        if client is None:
+            key = {"method": "lexical", "min_support": 2, "prior": 0.5, "version": 1}
+        else:
+            key = {"method": "llm", "llm": self.opts.llm, "model": self.opts.model, "prompt": prompt.read_text(),
+                   "retries": self.opts.label_retries}
+        assert self.index_dir is not None
+        path = self.index_dir / f"labels-{_fingerprint({**key, 'index': index.meta.get('inputs')})}.json"
+        if path.exists():
+            self.labels_path, self.labels = path, load_labels(path)
+        else:
+            t0 = time.perf_counter()
+            if client is None:
+                labeller: Any = LexicalLabeller([s.findings for s in samples])
+            else:
+                labeller = LLMLabeller(client, prompt, retries=self.opts.label_retries)
+            # Features that never fired have no examples; label only the others (cheaper with
+            # an LLM, and their records say "no_examples").
+            records = label_index(index, labeller)
+            save_labels(path, records, meta={"method": labeller.method, **{k: v for k, v in key.items() if k != "prompt"},
+                                             "prompt_file": str(prompt) if client is not None else None})
+            ctx.timings["saerad_label_s"] = time.perf_counter() - t0
+            self.labels_path, self.labels = path, {r.id: r for r in records}
+        self.label_counts = status_counts(self.labels.values())
+        log.info("saerad: labels %s (%s)", self.labels_path, self.label_counts)
+
+    def fit(self, ctx) -> None:
+        train = ctx.dataset("train")
+        if not train.samples:
+            raise DataError("the training split is empty; saerad needs training images and reports")
+        tokens = ctx.tokens(train.samples, "train")
+        data_key = {"train": train.fingerprint, "encoder": ctx.encoder().fingerprint}
+        torch.manual_seed(self.opts.seed)
+        self._get_sae(ctx, tokens, data_key)
+        index = self._get_index(ctx, tokens, train.samples, data_key)
+        self._get_labels(ctx, index, train.samples)
+        ctx.used["saerad"] = self.config()
+
+    # -- inference ----------------------------------------------------------------------
+    @torch.no_grad()
+    def active_features(self, tokens: np.ndarray) -> list[list[Any]]:
+        """The ActiveFeature lists (strongest first) of each token."""
+        from saerad.compose.llm_free import ActiveFeature
+
+        out = []
+        for start in range(0, len(tokens), self.opts.chunk_size):
+            z = torch.as_tensor(np.asarray(tokens[start:start + self.opts.chunk_size], dtype=np.float32),
+                                device=self.opts.device)
+            f = self.sae.feature_activations(z).cpu().numpy()
+            for row in f:
+                ids = np.flatnonzero(row > self.opts.tau)
+                ids = ids[np.argsort(-row[ids], kind="stable")]
+                if self.opts.max_features is not None:
+                    ids = ids[: self.opts.max_features]
+                top = float(row[ids[0]]) if len(ids) else 1.0
+                feats = []
+                for i in ids:
+                    rec = self.labels.get(int(i))
+                    desc = rec.label if rec is not None and rec.status == "labelled" and rec.label else None
+                    feats.append(ActiveFeature(int(i), float(row[i]), float(row[i]) / top, desc))
+                out.append(feats)
+        return out
+
+    def generate(self, samples: Sequence[Sample], ctx) -> Iterator[Prediction]:
+        if self.sae is None:
+            raise BenchError("saerad: fit() must run before generate()")
+        from saerad.compose.llm import LLMComposer
+        from saerad.compose.llm_free import compose_llm_free
+
+        client = self._llm(ctx)
+        composer = None if client is None else LLMComposer(
+            client, self.opts.compose_prompt, indication=self.opts.indication, priors=self.opts.priors)
+        # Batches keep LLM calls concurrent while predictions still stream to disk (resume).
+        batch = 64
+        for start in range(0, len(samples), batch):
+            chunk = list(samples[start:start + batch])
+            tokens = ctx.tokens(chunk, chunk[0].split)
+            feats = self.active_features(tokens)
+            if composer is None:
+                comps = [compose_llm_free(fs, self.opts.max_sentences) for fs in feats]
+            else:
+                comps = composer.compose_many(list(zip(chunk, feats)))
+            for s, fs, comp in zip(chunk, feats, comps):
+                yield Prediction(s.id, comp.text, s.findings, {
+                    "composer": comp.method,
+                    "tau": self.opts.tau,
+                    "n_active": len(fs),
+                    "active_features": [f.to_json() for f in fs],
+                    "sentences": comp.sentences,
+                    "dropped": comp.dropped,
+                })
+        if client is not None:
+            ctx.used.setdefault("llm", {})["saerad"] = client.manifest()
+
+    def config(self) -> dict[str, Any]:
+        opts = {f.name: getattr(self.opts, f.name) for f in fields(self.opts) if f.name != "label"}
+        return {"name": self.name, "options": opts, "sae_dir": str(self.sae_dir) if self.sae_dir else None,
+                "sae_fingerprint": self.sae_id, "train": self.train_info,
+                "index_dir": str(self.index_dir) if self.index_dir else None,
+                "labels": str(self.labels_path) if self.labels_path else None, "label_counts": self.label_counts}
