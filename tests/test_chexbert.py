@@ -218,24 +218,32 @@ def test_config_inferred_from_bert_base_shapes():
 
 @pytest.mark.slow
 def test_speed_vs_reference(tmp_path):
-    """Reports/s, ours (batched) vs f1chexbert (one at a time), tiny and BERT-base-sized weights."""
+    """Reports/s, ours (batched) vs f1chexbert (one at a time), tiny and BERT-base-sized weights.
+
+    The machine is shared, so each side is timed three times, interleaved, and the fastest
+    run of each counts.
+    """
     reports = make_reports(4, 64)[4:]  # ordinary-length reports only
     results = {}
-    for name, (hidden, layers, inter, n) in {"tiny": (128, 2, 256, 64), "bert-base": (768, 12, 3072, 32)}.items():
+    for name, (hidden, layers, inter, n) in {"tiny": (128, 2, 256, 60), "bert-base": (768, 12, 3072, 24)}.items():
         ckpt, bert_dir = write_checkpoint(tmp_path / name, hidden, layers, inter)
         sample = reports[:n]
         with pytest.MonkeyPatch.context() as mp:
             ref = reference_labeller(ckpt, bert_dir, mp)
             ours = CheXbertLabeller(ckpt, VOCAB, batch_size=32)
             ours(sample[:4]); ref.get_label(sample[0])  # warm-up
-            t0 = time.perf_counter()
-            theirs = [ref.get_label(r, mode="classification") for r in sample]
-            t_ref = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            labels = ours(sample)
-            t_ours = time.perf_counter() - t0
+            t_ref, t_ours = [], []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                theirs = [ref.get_label(r, mode="classification") for r in sample]
+                t_ref.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                labels = ours(sample)
+                t_ours.append(time.perf_counter() - t0)
         np.testing.assert_array_equal(labels, [[REF_CODES[v] for v in row] for row in theirs])
-        results[name] = (n / t_ref, n / t_ours, t_ref / t_ours)
-        print(f"{name}: reference {n / t_ref:.1f} reports/s, ours {n / t_ours:.1f} reports/s, "
-              f"ratio {t_ref / t_ours:.1f}x (torch threads {torch.get_num_threads()})")
-    assert results["tiny"][2] > 1.0
+        best_ref, best_ours = min(t_ref), min(t_ours)
+        results[name] = best_ref / best_ours
+        print(f"{name}: {n} reports; reference {n / best_ref:.2f} reports/s, ours {n / best_ours:.2f} reports/s, "
+              f"ratio {best_ref / best_ours:.1f}x (best of 3; all ref {[round(t, 2) for t in t_ref]} s, "
+              f"ours {[round(t, 2) for t in t_ours]} s; torch threads {torch.get_num_threads()})")
+    assert results["tiny"] > 1.0 and results["bert-base"] > 1.0
