@@ -1,0 +1,161 @@
+"""`bench features ...`: build, inspect and label the feature index of an SAE.
+
+The lead mounts ``features_app`` as ``bench features``. Library code logs; only this module
+prints. DIR below is a directory holding a feature index (feature_index.*): an SAE checkpoint
+directory, or a `bench run --system saerad` cache stage (its path is in the run manifest).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bench.errors import BenchError
+
+features_app = typer.Typer(help="SAE feature index: top images, reports, labels.", no_args_is_help=True)
+log = logging.getLogger(__name__)
+
+
+def _fail(e: BenchError) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@features_app.command("index")
+def index_cmd(
+    sae: Path = typer.Option(..., "--sae", help="SAE checkpoint directory (the index is written beside it)"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset root; default: the embedded phantom"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="encoder the SAE was trained on"),
+    k: int = typer.Option(10, "--k", help="top images per feature"),
+    chunk_size: int = typer.Option(1024, "--chunk-size", help="images per activation chunk"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="token cache root"),
+) -> None:
+    """Build the feature index of an SAE over the training split (tokens from the shared cache)."""
+    try:
+        from bench.context import RunContext
+        from bench.data.default import cache_root, embedded_default_root
+        from saerad.features.index import build_index
+        from saerad.sae import load_sae
+
+        root = Path(data_root) if data_root else embedded_default_root(cache_dir)
+        name = "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
+        ctx = RunContext(data_root=root, dataset_name=name, cache_dir=cache_dir or cache_root(), work_dir=sae,
+                         encoder_id=encoder, device=device)
+        train = ctx.dataset("train")
+        tokens = ctx.tokens(train.samples, "train")
+        model = load_sae(sae, device=device or "cpu")
+        idx = build_index(model, tokens, train.samples, k=k, chunk_size=chunk_size, device=device or "cpu",
+                          meta={"sae_dir": str(sae), "data_root": str(root),
+                                "train_fingerprint": train.fingerprint})
+        idx.save(sae)
+    except BenchError as e:
+        _fail(e)
+    typer.echo(f"feature index of {idx.d_sae} features over {idx.n_images} images written to {sae}")
+
+
+@features_app.command("show")
+def show(
+    feature: int = typer.Argument(..., help="feature id"),
+    sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="labels file (default: the newest labels-*.json in DIR)"),
+    width: int = typer.Option(300, "--width", help="characters of each report to show (0: all)"),
+) -> None:
+    """Print a feature's statistics, label and top images with their reports."""
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        from saerad.features.index import load_index
+        from saerad.features.label import load_labels
+
+        idx = load_index(sae)
+        top = idx.top(feature)
+        st = idx.stats(feature)
+        lab_path = labels or _newest_labels(sae)
+        rec = load_labels(lab_path).get(feature) if lab_path else None
+    except BenchError as e:
+        _fail(e)
+    con = Console()
+    con.print(f"[bold]feature {feature}[/bold]  fires on {st['n_active']} of {idx.n_images} training images "
+              f"({100 * st['frequency']:.2f}%), max {st['max']:.4g}, mean when active {st['mean_active']:.4g}")
+    if rec is not None:
+        con.print(f"label ({rec.method}, {rec.status}): [green]{rec.label or '-'}[/green]")
+    table = Table("rank", "activation", "dicom_id", "report")
+    for r, (s, act) in enumerate(top, 1):
+        text = " ".join(str(s["report"]).split())
+        table.add_row(str(r), f"{act:.4g}", s["dicom_id"], text if width <= 0 else text[:width])
+    con.print(table)
+
+
+def _newest_labels(directory: Path) -> Path | None:
+    files = sorted(Path(directory).glob("labels-*.json"), key=lambda p: p.stat().st_mtime)
+    return files[-1] if files else None
+
+
+@features_app.command("grid")
+def grid(
+    feature: int = typer.Argument(..., help="feature id"),
+    sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default: DIR/feature-ID.png)"),
+    cols: int = typer.Option(5, "--cols"),
+) -> None:
+    """Save the feature's top training images as a PNG grid (the paper's Figure 2 view)."""
+    try:
+        from saerad.features.grid import save_grid
+        from saerad.features.index import load_index
+
+        idx = load_index(sae)
+        path = save_grid(idx, feature, out or Path(sae) / f"feature-{feature}.png", cols=cols)
+    except BenchError as e:
+        _fail(e)
+    typer.echo(str(path))
+
+
+@features_app.command("label")
+def label(
+    sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
+    llm: str = typer.Option("none", "--llm", help="none (LLM-free), openai:URL, anthropic, gguf[:PATH]"),
+    model: Optional[str] = typer.Option(None, "--model", help="the LLM's model name"),
+    prompt: Optional[Path] = typer.Option(None, "--prompt", help="replacement prompt file (needs {reports})"),
+    retries: int = typer.Option(2, "--retries", help="follow-ups for replies without the '*This feature represents' line"),
+    features: Optional[str] = typer.Option(None, "--features", help="comma-separated ids (default: all)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="labels file (default: DIR/labels-<method>.json)"),
+    corpus_root: Optional[Path] = typer.Option(None, "--data-root",
+                                               help="dataset whose training reports form the LLM-free labeller's corpus "
+                                                    "(default: the reports stored in the index)"),
+    cache: Optional[Path] = typer.Option(None, "--llm-cache", help="LLM response cache (SQLite file)"),
+) -> None:
+    """Label features from their top reports (the paper's LLM method, or LLM-free)."""
+    try:
+        from saerad.features.index import load_index
+        from saerad.features.label import LexicalLabeller, LLMLabeller, label_index, save_labels, status_counts
+
+        idx = load_index(sae)
+        ids = [int(x) for x in features.split(",")] if features else None
+        if llm.strip().lower() == "none":
+            if corpus_root:
+                from bench.data.mimic import load_split
+
+                corpus = [s.findings for s in load_split(corpus_root, "train").samples]
+            else:
+                corpus = idx.samples["report"].tolist()
+            labeller = LexicalLabeller(corpus)
+            method = "lexical"
+        else:
+            from bench.data.default import cache_root
+            from bench.llm import make_client
+
+            client = make_client(llm, model, cache or cache_root() / "llm" / "responses.sqlite")
+            labeller = LLMLabeller(client, prompt, retries=retries)
+            method = "llm"
+        recs = label_index(idx, labeller, ids)
+        path = save_labels(out or Path(sae) / f"labels-{method}.json", recs,
+                           meta={"method": method, "llm": llm, "model": model,
+                                 "prompt_file": str(prompt) if prompt else None})
+    except (BenchError, ValueError) as e:
+        _fail(e if isinstance(e, BenchError) else BenchError(f"--features: {e}"))
+    typer.echo(f"{status_counts(recs)} -> {path}")

@@ -1,0 +1,160 @@
+"""`bench run --system saerad` end to end on a small phantom, offline: predictions with
+provenance, cached stages reused, options and config files, the LLM path with a scripted
+backend, and the `bench features` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.errors import BenchError
+from bench.llm.base import ChatRequest, ChatResponse, LLMBackend
+from bench.llm.client import LLMClient
+from bench.runner import RunConfig, run
+from saerad.system import SaeRadOptions, SaeRadSystem
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = {"expansion": "4", "steps": "150", "batch_size": "64", "lr": "3e-3"}
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    from bench.data.phantom import generate
+
+    root = tmp_path_factory.mktemp("phantom")
+    generate(root, n_train=80, n_test=10, seed=5, image_size=64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> str:
+    from bench.encoders.tiny import save_tiny_dinov2
+
+    return str(save_tiny_dinov2(tmp_path_factory.mktemp("enc")))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def _cfg(out: Path, phantom, enc, cache, **opts) -> RunConfig:
+    return RunConfig(system="saerad", system_options={**SMALL, **opts}, data_root=phantom, encoder=enc,
+                     metrics=["bleu", "rouge"], out=out, n_bootstrap=20, cache_dir=cache)
+
+
+def _preds(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_offline_run_writes_predictions_with_provenance(tmp_path, phantom, tiny_encoder, cache):
+    out = run(_cfg(tmp_path / "a", phantom, tiny_encoder, cache))
+    preds = _preds(out)
+    assert len(preds) == 10
+    man = json.loads((out / "manifest.json").read_text())
+    sysconf = man["system"]
+    labels = json.loads(Path(sysconf["labels"]).read_text())
+    by_id = {r["id"]: r for r in labels["features"]}
+    assert sysconf["train"]["source"] == "trained" and sysconf["label_counts"]["labelled"] > 0
+    for p in preds:
+        prov = p["provenance"]
+        assert prov["composer"] == "llm-free" and prov["n_active"] == len(prov["active_features"])
+        scores = [f["score"] for f in prov["active_features"]]
+        assert scores == sorted(scores, reverse=True) and (not scores or scores[0] == 1.0)
+        assert all(f["activation"] > 0 for f in prov["active_features"])
+        # Every sentence is traced to features whose labels are active descriptions.
+        active = {f["id"]: f for f in prov["active_features"]}
+        assert p["prediction"] == " ".join(s["text"] for s in prov["sentences"])
+        for s in prov["sentences"]:
+            assert s["features"] and all(fid in active and active[fid]["description"] for fid in s["features"])
+            assert active[s["features"][0]]["description"] == by_id[s["features"][0]]["label"]
+    assert any(p["prediction"] for p in preds)
+    agg = json.loads((out / "aggregate.json").read_text())
+    assert 0 <= agg["metrics"]["bleu"]["values"]["bleu4"]["value"] <= 1
+
+    # A second run with the same inputs reuses the trained SAE, index and labels.
+    sae_file = Path(sysconf["sae_dir"]) / "sae.safetensors"
+    before = sae_file.stat().st_mtime_ns
+    out2 = run(_cfg(tmp_path / "b", phantom, tiny_encoder, cache))
+    assert sae_file.stat().st_mtime_ns == before
+    assert [p["prediction"] for p in _preds(out2)] == [p["prediction"] for p in preds]
+    assert json.loads((out2 / "manifest.json").read_text())["system"]["labels"] == sysconf["labels"]
+
+    # A given SAE and labels file are used as they are; tau removes weak features.
+    labels_map = tmp_path / "labels.json"
+    labels_map.write_text(json.dumps({str(i): "Left pacemaker." for i in range(200)}))
+    out3 = run(_cfg(tmp_path / "c", phantom, tiny_encoder, cache, sae=sysconf["sae_dir"],
+                    labels=str(labels_map), tau="1e9"))
+    p3 = _preds(out3)
+    assert all(p["prediction"] == "" and p["provenance"]["n_active"] == 0 for p in p3)
+
+
+class _Scripted(LLMBackend):
+    kind, model = "scripted", "s"
+
+    def __init__(self):
+        self.prompts: list[str] = []
+
+    async def complete(self, req: ChatRequest, timeout: float) -> ChatResponse:
+        text = req.messages[0]["content"]
+        self.prompts.append(text)
+        if "Report 1:" in text:
+            return ChatResponse(text="Looking at the reports...\n*This feature represents a small left pleural effusion.")
+        return ChatResponse(text="There is a small left pleural effusion. No pneumothorax.")
+
+
+def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache, monkeypatch):
+    backend = _Scripted()
+    import bench.llm
+
+    monkeypatch.setattr(bench.llm, "make_client", lambda spec, model, cache_path, **kw: LLMClient(backend))
+    out = run(_cfg(tmp_path / "llm", phantom, tiny_encoder, cache, llm="openai:http://x", model="m",
+                   indication="true", expansion="2"))
+    preds = _preds(out)
+    assert all(p["prediction"] == "There is a small left pleural effusion. No pneumothorax." for p in preds)
+    assert all(p["provenance"]["composer"] == "llm" for p in preds)
+    compose_prompts = [t for t in backend.prompts if "Report 1:" not in t]
+    assert len(compose_prompts) == 10 and all("<indication>" in t for t in compose_prompts)
+    assert all("(importance 1.00) A small left pleural effusion." in t for t in compose_prompts)
+
+
+def test_options_and_config_files(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"description": "x", "expansion": 32, "l1": 9e-3, "indication": True}))
+    o = SaeRadOptions.parse({"config": str(cfg), "l1": "1e-3", "tau": "0.5", "priors": "yes", "label": "run"})
+    assert (o.expansion, o.l1, o.indication, o.priors, o.tau) == (32, 1e-3, True, True, 0.5)
+    with pytest.raises(BenchError, match="unknown saerad option"):
+        SaeRadSystem(bogus="1")
+    with pytest.raises(BenchError, match="expected true or false"):
+        SaeRadSystem(indication="perhaps")
+    with pytest.raises(BenchError, match="top_k"):
+        SaeRadSystem(top_k="0")
+    for f in sorted((REPO / "configs" / "saerad").glob("*.json")):
+        SaeRadOptions.parse({"config": str(f)})  # every shipped ablation config is valid
+
+
+def test_features_cli_show_grid_label(tmp_path, phantom, tiny_encoder, cache):
+    out = run(_cfg(tmp_path / "a", phantom, tiny_encoder, cache))
+    d = json.loads((out / "manifest.json").read_text())["system"]["index_dir"]
+    from saerad.cli import features_app
+    from saerad.features.index import load_index
+
+    idx = load_index(d)
+    fid = int(idx.freq.argmax())
+    r = CliRunner().invoke(features_app, ["show", str(fid), "--sae", d], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert f"feature {fid}" in r.output and idx.top(fid)[0][0]["dicom_id"] in r.output
+    png = tmp_path / "g.png"
+    r = CliRunner().invoke(features_app, ["grid", str(fid), "--sae", d, "--out", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lab = tmp_path / "l.json"
+    r = CliRunner().invoke(features_app, ["label", "--sae", d, "--features", f"{fid},0", "--out", str(lab),
+                                          "--data-root", str(phantom)])
+    assert r.exit_code == 0, r.output
+    assert [f["id"] for f in json.loads(lab.read_text())["features"]] == sorted({fid, 0})
+    r = CliRunner().invoke(features_app, ["show", "999999", "--sae", d])
+    assert r.exit_code == 2 and "does not exist" in r.output
