@@ -178,8 +178,12 @@ def test_encode_follows_reference_tokenisation():
 def test_missing_weights_are_reported_with_remedy(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("SAERAD_CHEXBERT_PATH", raising=False)
+    metric = CheXbertMetric(tokenizer_path=VOCAB, cache_dir=tmp_path)
     with pytest.raises(MetricUnavailable) as exc:
-        CheXbertMetric(tokenizer_path=VOCAB, cache_dir=tmp_path).check()
+        metric.check()
+    assert metric.config()["weights"] is None
+    with pytest.raises(MetricUnavailable):
+        metric.per_sample(["No effusion."], ["Effusion."])
     assert "chexbert.pth not found in the HF cache and offline" in exc.value.reason
     assert "huggingface-cli download StanfordAIMI/RRG_scorers chexbert.pth" in exc.value.remedy
     assert "SAERAD_CHEXBERT_PATH" in exc.value.remedy

@@ -262,16 +262,27 @@ class CheXbertMetric(LabelF1Metric):
         self.device, self.batch_size = device, batch_size
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._labeller: CheXbertLabeller | None = None
+        self._files: tuple[Path, Path] | MetricUnavailable | None = None  # located once per instance
+
+    def files(self) -> tuple[Path, Path]:
+        """(weights, vocab); looked up once, so check/config/label do not each retry a download."""
+        if self._files is None:
+            try:
+                self._files = (locate_weights(self.weights_path, self.cache_dir),
+                               locate_vocab(self.tokenizer_path, self.cache_dir))
+            except MetricUnavailable as exc:
+                self._files = exc
+        if isinstance(self._files, MetricUnavailable):
+            raise self._files
+        return self._files
 
     def check(self) -> None:
-        locate_weights(self.weights_path, self.cache_dir)
-        locate_vocab(self.tokenizer_path, self.cache_dir)
+        self.files()
 
     def labeller(self) -> CheXbertLabeller:
         if self._labeller is None:
-            self._labeller = CheXbertLabeller(locate_weights(self.weights_path, self.cache_dir),
-                                              locate_vocab(self.tokenizer_path, self.cache_dir),
-                                              self.device, self.batch_size)
+            weights, vocab = self.files()
+            self._labeller = CheXbertLabeller(weights, vocab, self.device, self.batch_size)
         return self._labeller
 
     def label(self, reports: Sequence[str]) -> np.ndarray:
@@ -286,8 +297,9 @@ class CheXbertMetric(LabelF1Metric):
     def config(self) -> dict:
         cfg = super().config()
         try:
-            weights = locate_weights(self.weights_path, self.cache_dir)
-            cfg.update(weights=str(weights), weights_bytes=weights.stat().st_size)
+            weights, vocab = self.files()
+            cfg.update(weights=str(weights), weights_bytes=weights.stat().st_size, vocab=str(vocab),
+                       batch_size=self.batch_size)
         except MetricUnavailable:
             cfg.update(weights=None)
         return cfg
