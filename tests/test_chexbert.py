@@ -251,3 +251,11 @@ def test_speed_vs_reference(tmp_path):
               f"ratio {best_ref / best_ours:.1f}x (best of 3; all ref {[round(t, 2) for t in t_ref]} s, "
               f"ours {[round(t, 2) for t in t_ours]} s; torch threads {torch.get_num_threads()})")
     assert results["tiny"] > 1.0 and results["bert-base"] > 1.0
+
+
+def test_options_from_the_command_line_are_coerced():
+    assert CheXbertMetric(batch_size="16").batch_size == 16
+    with pytest.raises(ValueError, match="batch_size"):
+        CheXbertMetric(batch_size="many")
+    with pytest.raises(ValueError, match=">= 1"):
+        CheXbertMetric(batch_size=0)

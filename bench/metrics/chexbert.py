@@ -257,9 +257,16 @@ class CheXbertMetric(LabelF1Metric):
                    "Consolidation, Atelectasis, Pleural Effusion; as the f1chexbert package")
 
     def __init__(self, weights_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
-                 device: str = "cpu", batch_size: int = 32, cache_dir: str | Path | None = None):
+                 device: str = "cpu", batch_size: int | str = 32, cache_dir: str | Path | None = None):
         self.weights_path, self.tokenizer_path = weights_path, tokenizer_path
-        self.device, self.batch_size = device, batch_size
+        # Options may come from the command line (`--metric-opt chexbert.batch_size=16`) as strings.
+        try:
+            self.batch_size = int(batch_size)
+        except ValueError:
+            raise ValueError(f"chexbert batch_size must be a whole number, got {batch_size!r}") from None
+        if self.batch_size < 1:
+            raise ValueError(f"chexbert batch_size must be >= 1, got {batch_size!r}")
+        self.device = str(device)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._labeller: CheXbertLabeller | None = None
         self._files: tuple[Path, Path] | MetricUnavailable | None = None  # located once per instance
