@@ -60,6 +60,7 @@ class TrainConfig:
     lr: float = 7e-4
     weight_decay: float = 0.05
     warmup_frac: float = 0.05
+    augment: bool = True  # random shifts and exposure changes of the training images
     seed: int = 0
 
 
@@ -176,7 +177,9 @@ def train(pixels: torch.Tensor, labels: np.ndarray, mean: float, std: float, cfg
         running = 0.0
         for k in range(steps_per_epoch):
             idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            x = augment(pixels[idx].float() / 255.0, rng)
+            x = pixels[idx].float() / 255.0
+            if cfg.augment:
+                x = augment(x, rng)
             x = ((x - mean) / std)[:, None].expand(-1, 3, -1, -1)
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, cfg)
@@ -256,7 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--probe-only", action="store_true", help="skip training; probe --out as it is")
     for f, v in asdict(TrainConfig()).items():
-        ap.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
+        if isinstance(v, bool):
+            ap.add_argument(f"--{f.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=v)
+        else:
+            ap.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 

@@ -155,3 +155,26 @@ def test_probe_auroc_separable_chance_and_single_class():
     # The array form names findings by column.
     arr = probe_auroc(x_tr, y_tr[:, None], x_te, y_te[:, None])
     assert arr == {"0": 1.0}
+
+
+def test_bundled_phantom_encoder_loads_through_the_same_path():
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    from bench.encoders import PHANTOM_ENCODER_DIR
+
+    size = sum(f.stat().st_size for f in PHANTOM_ENCODER_DIR.glob("*.safetensors"))
+    assert 0 < size <= 8 * 2**20  # "a few MB": small enough to commit
+    enc = load_encoder("phantom", device="cpu", dtype="float32")
+    assert enc.path == PHANTOM_ENCODER_DIR and enc.model.config.model_type == "dinov2"
+    assert enc.dim == enc.model.config.hidden_size
+    crop = enc.processor.crop_size
+    image = _gray(5, (130, 120))
+    tokens = enc.encode([image])
+    # The same numbers straight from transformers, with the checkpoint's processor.
+    model = Dinov2Model.from_pretrained(PHANTOM_ENCODER_DIR, dtype=torch.float32).eval()
+    px = AutoImageProcessor.from_pretrained(PHANTOM_ENCODER_DIR)(images=[image.convert("RGB")],
+                                                                return_tensors="pt")["pixel_values"]
+    assert tuple(px.shape[-2:]) == (crop["height"], crop["width"])
+    with torch.no_grad():
+        expected = model(pixel_values=px).last_hidden_state[:, 0].numpy()
+    np.testing.assert_allclose(tokens, expected, rtol=1e-4, atol=1e-5)
