@@ -19,6 +19,7 @@ def _sae(d_in: int = 8, d_sae: int = 48, seed: int = 0):
     with torch.no_grad():  # random biases and decoder norms so that features differ in sparsity
         g = torch.Generator().manual_seed(seed + 1)
         sae.b_gate.copy_(torch.randn(d_sae, generator=g) * 0.8 - 0.3)
+        sae.b_gate[: d_sae // 6] = -2.5  # rare features: fewer firings than k
         sae.b_mag.copy_(torch.randn(d_sae, generator=g) * 0.2)
         sae.W_dec.mul_(torch.rand(d_sae, generator=g) + 0.5)
         sae.set_scale(1.3)
