@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 # The paper's schedule shape with fewer steps and a larger learning rate, so the phantom SAE
 # trains in seconds on a CPU (the same trade as tests/test_sae_recovery.py documents).
-PHANTOM_RECIPE = {"steps": 1500, "batch_size": 256, "lr": 1e-3}
+PHANTOM_RECIPE = {"steps": 500, "batch_size": 256, "lr": 3e-3}
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -237,7 +237,7 @@ class SaeRadSystem(System):
         return idx
 
     def _get_labels(self, ctx, index, samples: Sequence[Sample]) -> None:
-        from saerad.features.label import (DEFAULT_PROMPT, LexicalLabeller, LLMLabeller, label_index,
+        from saerad.features.label import (DEFAULT_PROMPT, MIN_SUPPORT, LexicalLabeller, LLMLabeller, label_index,
                                            load_labels, save_labels, status_counts)
 
         if self.opts.labels:
@@ -248,7 +248,7 @@ class SaeRadSystem(System):
         client = self._llm(ctx)
         prompt = Path(self.opts.label_prompt or DEFAULT_PROMPT)
         if client is None:
-            key = {"method": "lexical", "min_support": 2, "prior": 0.5, "version": 1}
+            key = {"method": "lexical", "min_support": MIN_SUPPORT, "prior": 0.5, "version": 1}
         else:
             key = {"method": "llm", "llm": self.opts.llm, "model": self.opts.model, "prompt": prompt.read_text(),
                    "retries": self.opts.label_retries}

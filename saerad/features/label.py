@@ -41,6 +41,9 @@ DEFAULT_PROMPT = PROMPT_DIR / "label_feature.txt"
 DEFAULT_NUDGE = PROMPT_DIR / "label_nudge.txt"
 LABELS_FORMAT = "saerad-labels/1"
 STATUSES = ("labelled", "unlabelled", "no_examples", "error")
+# A label must be stated in at least 3 of the top reports (30% of the default 10): with 2, a
+# phrasing that is merely rare in the corpus wins over a finding most top reports share.
+MIN_SUPPORT = 3
 
 # The answer line: optional markdown around it ("**...**", "- *..."), one or more asterisks,
 # then "This feature represents" and the description up to the end of the line.
@@ -183,7 +186,7 @@ class LexicalLabeller:
 
     method = "lexical"
 
-    def __init__(self, corpus: Iterable[str], *, min_support: int = 2, prior: float = 0.5):
+    def __init__(self, corpus: Iterable[str], *, min_support: int = MIN_SUPPORT, prior: float = 0.5):
         self._cache: dict[str, dict[str, list[str]]] = {}
         df: Counter[str] = Counter()
         n = 0
