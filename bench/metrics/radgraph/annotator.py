@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,9 +40,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlparse
 
 from bench.errors import MetricUnavailable
+from bench.hub import hub_file, hub_reachable, offline
 from bench.metrics.radgraph.rewards import PINNED_VERSION, AnnotationError
 
 log = logging.getLogger(__name__)
@@ -58,34 +57,13 @@ PROTOCOL = 1
 INSTALL_HINT = (f"make an environment with `python -m venv ~/radgraph-env && ~/radgraph-env/bin/pip install "
                 f"radgraph=={PINNED_VERSION}` and set {PYTHON_ENV}=~/radgraph-env/bin/python "
                 f"(docs/metrics-rger.md)")
-_HUB_PROBE_TIMEOUT_S = 3.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def _offline() -> bool:
-    # Read at call time (huggingface_hub reads it once, at import).
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def default_cache_dir() -> Path:
     from bench.data.default import cache_root
 
     return cache_root() / "radgraph"
-
-
-def hub_reachable(timeout_s: float = _HUB_PROBE_TIMEOUT_S) -> bool:
-    """Whether the Hugging Face endpoint accepts a TCP connection within `timeout_s`.
-
-    huggingface_hub retries a failed request for tens of seconds; this probe lets check()
-    say "unavailable" at once on a machine without network.
-    """
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 # -- the annotator environment --------------------------------------------------------
@@ -132,22 +110,6 @@ def find_env(python: str | None = None, timeout_s: float = 60.0) -> AnnotatorEnv
 
 # -- the model archive ----------------------------------------------------------------
 
-def _hub_archive(model_type: str, cache_dir: Path | None) -> Path | None:
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    filename = f"{model_type}.tar.gz"
-    cached = try_to_load_from_cache(WEIGHTS_REPO, filename, cache_dir=cache_dir)
-    if isinstance(cached, str):
-        return Path(cached)
-    if _offline() or not hub_reachable():
-        return None
-    try:
-        return Path(hf_hub_download(WEIGHTS_REPO, filename, cache_dir=cache_dir))
-    except Exception as exc:  # network, moved repo, full disk: all mean "unavailable"
-        log.warning("could not download %s/%s: %s", WEIGHTS_REPO, filename, exc)
-        return None
-
-
 def locate_archive(model_type: str, model_path: str | Path | None = None,
                    hf_cache_dir: Path | None = None) -> Path:
     """The model's .tar.gz or unpacked directory, or MetricUnavailable saying how to get it."""
@@ -168,9 +130,9 @@ def locate_archive(model_type: str, model_path: str | Path | None = None,
                                     f"point {source} at {model_type}.tar.gz from {WEIGHTS_REPO} or its unpacked "
                                     f"directory")
         return path
-    found = _hub_archive(model_type, hf_cache_dir)
+    found = hub_file(WEIGHTS_REPO, f"{model_type}.tar.gz", hf_cache_dir)
     if found is None:
-        where = "offline" if _offline() else "the hub was unreachable or the download failed"
+        where = "offline" if offline() else "the hub was unreachable or the download failed"
         raise MetricUnavailable(
             f"RadGraph weights {model_type}.tar.gz not in the Hugging Face cache ({where})",
             f"download with `huggingface-cli download {WEIGHTS_REPO} {model_type}.tar.gz` or set {MODEL_ENV}")
@@ -270,7 +232,7 @@ def check_encoder(name: str | None, hf_cache_dir: Path | None = None) -> None:
 
     if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=hf_cache_dir), str):
         return
-    if _offline() or not hub_reachable():
+    if offline() or not hub_reachable():
         raise MetricUnavailable(f"RadGraph's encoder {name} is not in the Hugging Face cache and the hub is "
                                 "not reachable",
                                 f"download it with `huggingface-cli download {name}` where the hub is reachable")
