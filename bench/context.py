@@ -58,6 +58,10 @@ class RunContext:
                 "n": len(ds), "skipped": len(ds.skipped), "fingerprint": ds.fingerprint}
         return self._datasets[split]
 
+    def loaded(self) -> dict[str, Dataset]:
+        """The splits read so far."""
+        return dict(self._datasets)
+
     # -- encoder and tokens ------------------------------------------------
     @property
     def encoder_name(self) -> str:

@@ -127,7 +127,8 @@ def run(cfg: RunConfig) -> Path:
         "datasets": ctx.used.get("datasets", {}),
         "encoder": ctx.used.get("encoder"),
         "encoding": ctx.used.get("encoding"),
-        "skipped": [asdict(s) for s in ds.skipped],
+        # Every split the run read (the evaluated one, and train for systems that fit).
+        "skipped": {split: [asdict(s) for s in d.skipped] for split, d in ctx.loaded().items()},
         "empty_predictions": result.empty_predictions,
         "timings": ctx.timings,
         "versions": package_versions(),

@@ -110,7 +110,7 @@ def test_corrupt_and_truncated_images_are_skipped_and_listed(tmp_path, phantom, 
     victims[1].write_bytes(data[: len(data) // 2])
     out = run(cfg(tmp_path, root, tiny_encoder, system="nn"))
     man = json.loads((out / "manifest.json").read_text())
-    skipped = {s["path"] for s in man["skipped"]}
+    skipped = {s["path"] for s in man["skipped"]["test"]}
     assert {str(v) for v in victims} <= skipped
     assert json.loads((out / "aggregate.json").read_text())["n"] == 14
 
