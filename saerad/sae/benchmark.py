@@ -87,7 +87,7 @@ def _adam(params: list[nn.Parameter], fused: bool) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=1e-7, betas=(0.9, 0.999), fused=fused or None)
 
 
-def run_benchmark(batch: int = 1024, d_in: int = 768, expansion: int = 64, l0: float = 15.0,
+def run_benchmark(batch: int = 2048, d_in: int = 768, expansion: int = 64, l0: float = 15.0,
                   repeats: int = 3, device: str | torch.device = "cpu",
                   dtype: torch.dtype | str = torch.float32, l1_coeff: float = 8e-3,
                   seed: int = 0, details: bool = False) -> dict[str, float | int | str]:
@@ -215,7 +215,7 @@ if __name__ == "__main__":
     import json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--d-in", type=int, default=768)
     parser.add_argument("--expansion", type=int, default=64)
     parser.add_argument("--l0", type=float, default=15.0)

@@ -39,11 +39,12 @@ log = logging.getLogger(__name__)
 
 Path = Literal["auto", "sparse", "dense"]
 
-# Fraction of (sample, feature) pairs with pi_gate > 0 above which the dense path is faster.
-# Measured crossover on a 2-core AMD EPYC (AVX2), batch 1024, n = 768, m = 49,152: see
-# docs/sae-benchmark.md ("Sparse/dense crossover"). The sparse path's extra cost grows with
-# nnz * n while the dense path costs a fixed number of B x n x m products.
-SPARSE_MAX_DENSITY = 0.01
+# Fraction of (sample, feature) pairs with pi_gate > 0 above which the dense path is used.
+# Measured crossover (forward + backward, n = 768, m = 49,152, one thread of a 2-core AMD
+# EPYC): density 0.08 at batch 256 and at batch 1024 (L0 ~ 4,000), where both paths take
+# ~8.7 s at batch 1024; docs/sae-benchmark.md has the table. Set lower than the crossover
+# because the dense path gains more from a second core (its cost is matrix products).
+SPARSE_MAX_DENSITY = 0.05
 
 # Rows of the batch used to estimate density before choosing a path. The estimate only picks
 # the faster of two exact paths, so a small sample is enough.
