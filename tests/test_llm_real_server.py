@@ -33,7 +33,7 @@ COLOUR_SCHEMA = {"type": "object", "properties": {"colour": {"type": "string", "
                  "required": ["colour"]}
 
 
-def ask(text: str, max_tokens: int = 16, **kw) -> ChatRequest:
+def ask(text: str, max_tokens: int = 8, **kw) -> ChatRequest:
     return ChatRequest(messages=[{"role": "user", "content": text}], max_tokens=max_tokens, **kw)
 
 
@@ -44,9 +44,9 @@ def client(server, cache_path: Path | None = None, **kw) -> LLMClient:
 
 def test_real_completion_has_text_and_token_counts(llama_server):  # noqa: F811
     c = client(llama_server)
-    [r] = c.chat_many([ask("Name one colour of the sky.", max_tokens=12)], progress=False)
+    [r] = c.chat_many([ask("Name one colour of the sky.", max_tokens=8)], progress=False)
     assert r.ok, r.error
-    assert r.text.strip() and r.prompt_tokens > 5 and 1 <= r.completion_tokens <= 12
+    assert r.text.strip() and r.prompt_tokens > 5 and 1 <= r.completion_tokens <= 8
     assert r.backend == "openai" and r.model == "smollm2" and not r.cached
     assert c.usage.calls == 1 and c.usage.prompt_tokens == r.prompt_tokens
 
@@ -65,7 +65,7 @@ def test_identical_request_is_served_from_the_cache(llama_server, tmp_path):  # 
 
 def test_structured_json_output_parses(llama_server):  # noqa: F811
     c = client(llama_server)
-    [r] = c.chat_many([ask("What colour is grass? Answer in JSON.", max_tokens=24, json_schema=COLOUR_SCHEMA)],
+    [r] = c.chat_many([ask("What colour is grass? Answer in JSON.", max_tokens=20, json_schema=COLOUR_SCHEMA)],
                       progress=False)
     assert r.ok, r.error
     assert r.json()["colour"] in ("red", "green", "blue")
@@ -79,7 +79,7 @@ RUN_BATCH = textwrap.dedent("""
     from bench.llm import ChatRequest, LLMClient, ResponseCache
     from bench.llm.openai_compat import OpenAICompatBackend
     url, cache = sys.argv[1], sys.argv[2]
-    reqs = [ChatRequest(messages=[{"role": "user", "content": f"Count to {i}."}], max_tokens=24)
+    reqs = [ChatRequest(messages=[{"role": "user", "content": f"Count to {i}."}], max_tokens=8)
             for i in range(N)]
     c = LLMClient(OpenAICompatBackend([url], "smollm2"), ResponseCache(cache), max_concurrency=1)
     out = c.chat_many(reqs, progress=False)
@@ -96,7 +96,7 @@ def _rows(path: Path) -> int:
 
 
 def test_killed_run_resumes_without_paying_twice(llama_server, tmp_path):  # noqa: F811
-    n = 10
+    n = 8
     path = tmp_path / "llm.sqlite"
     script = tmp_path / "batch.py"
     script.write_text(RUN_BATCH.replace("N)", f"{n})"))
@@ -118,7 +118,7 @@ def test_killed_run_resumes_without_paying_twice(llama_server, tmp_path):  # noq
     served = llama_server.completions_served()
 
     resumed = LLMClient(OpenAICompatBackend([llama_server.url], "smollm2"), ResponseCache(path), max_concurrency=1)
-    reqs = [ask(f"Count to {i}.", max_tokens=24) for i in range(n)]
+    reqs = [ask(f"Count to {i}.") for i in range(n)]
     out = resumed.chat_many(reqs, progress=False)
     assert all(r.ok for r in out)
     assert (resumed.usage.cache_hits, resumed.usage.calls) == (kept, n - kept)
@@ -131,9 +131,9 @@ def test_in_process_gguf_backend():
 
     backend = LocalGGUFBackend(n_ctx=512, n_threads=2)
     c = LLMClient(backend, timeout=60.0)
-    plain, structured = c.chat_many([ask("Name a fruit.", max_tokens=8),
-                                     ask("What colour is the sea? JSON.", max_tokens=24, json_schema=COLOUR_SCHEMA)],
+    plain, structured = c.chat_many([ask("Name a fruit.", max_tokens=6),
+                                     ask("What colour is the sea? JSON.", max_tokens=20, json_schema=COLOUR_SCHEMA)],
                                     progress=False)
-    assert plain.ok and plain.text.strip() and plain.prompt_tokens > 3 and 1 <= plain.completion_tokens <= 8
+    assert plain.ok and plain.text.strip() and plain.prompt_tokens > 3 and 1 <= plain.completion_tokens <= 6
     assert structured.json()["colour"] in ("red", "green", "blue")
     assert backend.model.startswith(backend.path.name + ":")

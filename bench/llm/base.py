@@ -71,8 +71,8 @@ class ChatRequest:
     stop: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
-        # Freeze the containers so that a request can be hashed and used as a cache key
-        # without a caller mutating it behind our back.
+        # Copy the messages into a tuple of fresh dicts: a caller who reuses and edits
+        # its list afterwards must not change a request already built (or its cache key).
         object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
         if self.stop is not None:
             object.__setattr__(self, "stop", tuple(self.stop))

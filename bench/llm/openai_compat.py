@@ -13,8 +13,9 @@ Structured output differs between servers. For a request with a JSON schema we t
 endpoint and remembering what worked: OpenAI's {"type": "json_schema", ...} (OpenAI,
 vLLM); then {"type": "json_object", "schema": ...} (llama.cpp's Python server); then no
 response_format at all, leaving the JSON to be found in plain text (bench.llm.jsonx). We
-step down only when the server rejects the request with a 400/422 that names
-response_format, so other bad requests still fail at once.
+step down only when the server rejects the request with a 400/422 (or, as llama-cpp-python
+does for failed validation, a 500) whose body names response_format, so other bad
+requests still fail at once.
 """
 
 from __future__ import annotations
@@ -122,9 +123,11 @@ class OpenAICompatBackend(LLMBackend):
             payload = self.payload(req, mode)
             try:
                 body = await self._post(ep, payload, timeout)
-            except LLMRequestError as e:
+            except (LLMRequestError, LLMTransientError) as e:
                 last = i == len(modes) - 1
-                if last or mode == "none" or e.status not in (400, 422) or "response_format" not in str(e):
+                # llama-cpp-python's server reports a request that fails validation as a
+                # 500, so a 500 that names response_format counts as a rejection too.
+                if last or mode == "none" or e.status not in (400, 422, 500) or "response_format" not in str(e):
                     raise
                 log.info("%s rejected response_format %s; trying %s", ep.base_url, mode, modes[i + 1])
                 continue
