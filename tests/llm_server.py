@@ -141,7 +141,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model),
                                  "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-                                 "--n_threads", "2", "--model_alias", "smollm2"],
+                                 "--n_threads", "1", "--n_threads_batch", "1",
+                                 "--model_alias", "smollm2"],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     server = LlamaServer(f"http://127.0.0.1:{port}/v1", model, log_path, proc)
     try:

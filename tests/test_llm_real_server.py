@@ -129,7 +129,7 @@ def test_killed_run_resumes_without_paying_twice(llama_server, tmp_path):  # noq
 def test_in_process_gguf_backend():
     from bench.llm.local_gguf import LocalGGUFBackend
 
-    backend = LocalGGUFBackend(n_ctx=512, n_threads=2)
+    backend = LocalGGUFBackend(n_ctx=512, n_threads=1)
     c = LLMClient(backend, timeout=60.0)
     plain, structured = c.chat_many([ask("Name a fruit.", max_tokens=6),
                                      ask("What colour is the sea? JSON.", max_tokens=20, json_schema=COLOUR_SCHEMA)],

@@ -62,8 +62,11 @@ class LocalGGUFBackend(LLMBackend):
             from llama_cpp import Llama
 
             log.info("loading %s with llama.cpp (n_ctx=%d)", self.path, self.n_ctx)
+            # n_threads_batch (prompt processing) defaults to every core in llama-cpp-python;
+            # on a shared machine its spinning threads made a 34-token prompt take 10+ s
+            # instead of 0.2 s, so both are set from n_threads.
             self._llama = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                seed=self.seed, verbose=False)
+                                n_threads_batch=self.n_threads, seed=self.seed, verbose=False)
         return self._llama
 
     def call_kwargs(self, req: ChatRequest) -> dict[str, Any]:
