@@ -40,6 +40,14 @@ def test_plain_completion_and_payload():
         "malformed": 0, "invalid_json": 0, "call_seconds": 0, "errors": {}}
 
 
+def test_batch_with_progress_bar_keeps_order_and_empty_batch():
+    with FaultServer() as srv:
+        c = client_for(srv.url)
+        out = c.chat_many([req(f"p{i}") for i in range(5)], progress=True)
+        assert [r.text for r in out] == [f"echo: p{i}" for i in range(5)]
+        assert c.chat_many([], progress=True) == []
+
+
 def test_5xx_is_retried_then_succeeds():
     def script(body, n):
         return Reply(status=503 if n == 1 else 500, body={"error": "busy"}) if n <= 2 else echo(body, n)

@@ -126,14 +126,17 @@ def test_killed_run_resumes_without_paying_twice(llama_server, tmp_path):  # noq
     assert sum(r.cached for r in out) == kept and _rows(path) == n
 
 
-def test_in_process_gguf_backend():
-    from bench.llm.local_gguf import LocalGGUFBackend
+def test_in_process_gguf_backend(tmp_path):
+    from bench.llm import make_client
 
-    backend = LocalGGUFBackend(n_ctx=512, n_threads=1)
-    c = LLMClient(backend, timeout=60.0)
-    plain, structured = c.chat_many([ask("Name a fruit.", max_tokens=6),
-                                     ask("What colour is the sea? JSON.", max_tokens=20, json_schema=COLOUR_SCHEMA)],
-                                    progress=False)
+    reqs = [ask("Name a fruit.", max_tokens=6),
+            ask("What colour is the sea? JSON.", max_tokens=20, json_schema=COLOUR_SCHEMA)]
+    c = make_client("gguf", cache_path=tmp_path / "llm.sqlite", n_ctx=512, n_threads=1)
+    plain, structured = c.chat_many(reqs, progress=False)
     assert plain.ok and plain.text.strip() and plain.prompt_tokens > 3 and 1 <= plain.completion_tokens <= 6
     assert structured.json()["colour"] in ("red", "green", "blue")
-    assert backend.model.startswith(backend.path.name + ":")
+    assert c.backend.model.startswith("SmolLM2-135M-Instruct") and c.usage.calls == 2
+    again = make_client("gguf", cache_path=tmp_path / "llm.sqlite", n_ctx=512, n_threads=1)
+    assert [r.text for r in again.chat_many(reqs, progress=False)] == [plain.text, structured.text]
+    assert (again.usage.calls, again.usage.cache_hits) == (0, 2)
+    assert again.backend._llama is None  # answered from the cache: the model was never loaded
