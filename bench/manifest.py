@@ -13,7 +13,7 @@ from typing import Any
 
 PACKAGES = ("saerad-bench", "torch", "transformers", "huggingface_hub", "numpy", "pandas", "pyarrow",
             "pillow", "scikit-learn", "pycocoevalcap", "rouge-score", "safetensors", "radgraph",
-            "f1chexbert", "openai", "anthropic")
+            "f1chexbert", "httpx2", "llama_cpp_python", "anthropic")
 
 
 def package_versions() -> dict[str, str]:
