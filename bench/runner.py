@@ -127,6 +127,9 @@ def run(cfg: RunConfig) -> Path:
         "datasets": ctx.used.get("datasets", {}),
         "encoder": ctx.used.get("encoder"),
         "encoding": ctx.used.get("encoding"),
+        "llm": ctx.used.get("llm"),  # calls, cache hits and tokens per LLM client
+        # Anything else systems recorded about themselves (SAE fingerprints, label counts, ...).
+        "system_state": {k: v for k, v in ctx.used.items() if k not in ("datasets", "encoder", "encoding", "llm")},
         # Every split the run read (the evaluated one, and train for systems that fit).
         "skipped": {split: [asdict(s) for s in d.skipped] for split, d in ctx.loaded().items()},
         "empty_predictions": result.empty_predictions,
