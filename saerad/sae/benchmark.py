@@ -224,7 +224,11 @@ if __name__ == "__main__":
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--details", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default, one per core)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     res = run_benchmark(args.batch, args.d_in, args.expansion, args.l0, args.repeats,
                         args.device, args.dtype, details=args.details)
     print(json.dumps(res) if args.json else format_benchmark(res))

@@ -108,7 +108,9 @@ def _zeroed_pair(spare: Tensor | None, shape_a: tuple[int, int], shape_b: tuple[
                  like: Tensor) -> tuple[Tensor, Tensor]:
     """Two zeroed tensors, carved from ``spare``'s storage where it has room, else fresh."""
     size_a, size_b = shape_a[0] * shape_a[1], shape_b[0] * shape_b[1]
-    room = spare.numel() if spare is not None and spare.is_contiguous() else 0
+    usable = (spare is not None and spare.is_contiguous() and spare.dtype == like.dtype
+              and spare.device == like.device)
+    room = spare.numel() if usable else 0
     flat = spare.view(-1) if room else None
     a = flat[:size_a].view(shape_a) if room >= size_a else None
     b = flat[size_a:size_a + size_b].view(shape_b) if room >= size_a + size_b else None
