@@ -253,21 +253,17 @@ def encode(
     """Encode a split into the token cache (resumable; run shards in parallel)."""
     from bench.context import RunContext
     from bench.data.default import cache_root
-    from bench.encoders import encode_dataset
+    from bench.encoders import encode_dataset, parse_shard
     from bench.runner import RunConfig, resolve_data_root
 
-    try:
-        i, n = (int(x) for x in shard.split("/"))
-        assert 0 <= i < n
-    except (ValueError, AssertionError):
-        raise BenchError(f"--shard expects i/n with 0 <= i < n, got {shard!r}")
+    i, n = parse_shard(shard)
     root, name = resolve_data_root(RunConfig(system="-", data_root=data_root))
     ctx = RunContext(data_root=root, dataset_name=name, cache_dir=cache_dir or cache_root(), work_dir=Path("."),
                      reports=reports, encoder_id=encoder, device=device, batch_size=batch_size)
     ds = ctx.dataset(split)
     report = encode_dataset(ds.samples, ctx.encoder(), ctx.cache_dir / "tokens", batch_size=batch_size,
                             shard=(i, n), progress=True)
-    console.print(report)
+    console.print(report.summary())
 
 
 def main() -> None:
