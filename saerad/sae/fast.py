@@ -292,6 +292,12 @@ def hybrid_gated_step_loss(sae, x_scaled: Tensor, l1_coeff: float,
     Returns {"loss", "recon", "sparsity", "aux"}, differentiable with respect to W_gate,
     b_gate, r_mag, b_mag, W_dec and b_dec (not x). ``path`` forces the sparse or dense
     branch; "auto" picks by the measured gate density (``SPARSE_MAX_DENSITY``).
+
+    On the sparse path the gradients of W_gate and W_dec are views into the memory of the
+    encoder product (see ``_SparseStep``); they behave as ordinary gradients and are freed
+    with ``optimizer.zero_grad()``. Pair the step with ``torch.optim.Adam(fused=True)``: the
+    default for-loop Adam over the 2 x 37.7 M decoder and encoder weights costs more than the
+    whole sparse backward pass on CPU.
     """
     for name in ("W_gate", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"):
         if not isinstance(getattr(sae, name, None), torch.Tensor):
