@@ -1,0 +1,58 @@
+"""RadFact against a real model: llama-cpp-python's OpenAI-compatible server on SmolLM2-135M
+(session fixture `llama_server`, tests/llm_server.py). The model is too small to judge; this
+proves the plumbing: phrases come back as lists, every verdict is read or counted as a
+failure, the scores are consistent with the verdicts, and a second run is all cache hits.
+Skipped only when llama-cpp-python is not installed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from llm_server import llama_server  # noqa: F401 (a fixture)
+
+from bench.llm import LLMClient, ResponseCache
+from bench.llm.openai_compat import OpenAICompatBackend
+from radfact.evaluate import RadFactConfig, Study, evaluate
+from radfact.scores import aggregate
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+
+STUDIES = [Study("a", reference="No pleural effusion.", prediction="Normal heart size.")]
+# One example each keeps the faithful prompt inside the fixture's 2048-token context and the
+# test short; a tiny model's phrasing is cut off early.
+CFG = dict(n_phrase_examples=1, n_entailment_examples=1, phrase_max_tokens=48, entailment_max_tokens=40)
+
+
+def test_radfact_plumbing_on_a_real_server(llama_server, tmp_path):  # noqa: F811
+    path = tmp_path / "cache.sqlite"
+    for mode in ("batched", "faithful"):  # the second mode's phrasing calls are cache hits
+        cfg = RadFactConfig(mode=mode, **CFG)
+        client = LLMClient(OpenAICompatBackend([llama_server.url], "smollm2"), ResponseCache(path), timeout=120.0)
+        results = evaluate(STUDIES, client, cfg, progress=False)
+        assert client.usage.failures == 0 and client.usage.requests >= 2
+        check(results)
+        # The same run again is answered from the cache: no request reaches the server.
+        served = llama_server.completions_served()
+        again = LLMClient(OpenAICompatBackend([llama_server.url], "smollm2"), ResponseCache(path), timeout=120.0)
+        evaluate(STUDIES, again, cfg, progress=False)
+        assert again.usage.calls == 0 and llama_server.completions_served() == served
+
+
+def check(results) -> None:
+    for r in results:
+        s = r.score
+        if s.phrase_failures:
+            assert s.invalid
+            continue
+        assert isinstance(r.prediction_phrases, list) and isinstance(r.reference_phrases, list)
+        assert all(isinstance(p, str) and p for p in r.prediction_phrases + r.reference_phrases)
+        assert len(r.precision_verdicts) == len(r.prediction_phrases)
+        assert len(r.recall_verdicts) == len(r.reference_phrases)
+        verdicts = r.precision_verdicts + r.recall_verdicts
+        assert s.llm_failures == sum(v.failed for v in verdicts)
+        assert all(not (v.failed and v.entailed) for v in verdicts)  # a failure is never entailed
+        if not s.invalid and r.prediction_phrases:
+            assert s.precision == sum(v.entailed for v in r.precision_verdicts) / len(r.prediction_phrases)
+    out = aggregate([r.score for r in results])
+    assert math.isnan(out["radfact_f1"]) or 0 <= out["radfact_f1"] <= 1
