@@ -160,7 +160,7 @@ def evaluate(
 
 @app.command()
 def bench(
-    batch: int = typer.Option(1024, "--batch"),
+    batch: int = typer.Option(2048, "--batch", help="the paper's batch size"),
     d_in: int = typer.Option(768, "--d-in"),
     expansion: int = typer.Option(64, "--expansion"),
     l0: float = typer.Option(15.0, "--l0", help="target mean active features per input"),
