@@ -21,6 +21,10 @@ which explicit options override):
   llm=none           LLM spec for labelling and composition (bench.llm: openai:URL, anthropic,
                      gguf[:PATH]); "none" = LLM-free labeller and composer
   model=NAME         the LLM's model name
+  llm_concurrency=8, llm_timeout=120
+                     requests in flight at once and each attempt's limit in seconds; a server
+                     that answers one request at a time (llama.cpp) needs llm_concurrency=1,
+                     else queued requests run out of time and are retried
   label_prompt=FILE, compose_prompt=FILE   replacement prompt files
   tau=0              activation threshold
   indication=false, priors=false           give the LLM composer the indication / prior reports
@@ -78,6 +82,8 @@ class SaeRadOptions:
     top_k: int = 10
     llm: str = "none"
     model: str | None = None
+    llm_concurrency: int = 8
+    llm_timeout: float = 120.0
     label_prompt: str | None = None
     compose_prompt: str | None = None
     label_retries: int = 2
@@ -128,11 +134,29 @@ class SaeRadOptions:
         opts = cls(**values)
         if opts.top_k < 1:
             raise BenchError(f"saerad option top_k must be at least 1, got {opts.top_k}")
+        if opts.llm_concurrency < 1:
+            raise BenchError(f"saerad option llm_concurrency must be at least 1, got {opts.llm_concurrency}")
+        if opts.llm_timeout <= 0:
+            raise BenchError(f"saerad option llm_timeout must be positive (seconds), got {opts.llm_timeout}")
         return opts
 
 
 def _fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def usage_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """Usage counters (`Usage.as_dict()`) accrued between two snapshots of one client."""
+    out: dict[str, Any] = {}
+    for k, v in after.items():
+        if isinstance(v, dict):
+            d = {e: n - before.get(k, {}).get(e, 0) for e, n in v.items()}
+            out[k] = {e: n for e, n in d.items() if n}
+        elif isinstance(v, float):
+            out[k] = round(v - before.get(k, 0.0), 3)
+        else:
+            out[k] = v - before.get(k, 0)
+    return out
 
 
 def _file_hash(path: Path) -> str:
@@ -159,6 +183,9 @@ class SaeRadSystem(System):
         self.label_counts: dict[str, int] = {}
         self.train_info: dict[str, Any] = {}
         self._client: Any = None
+        # LLM usage of each stage (label, compose): one client serves both, so the stage
+        # figures are differences of its cumulative counters.
+        self.llm_stages: dict[str, dict[str, Any]] = {}
 
     # -- stages -------------------------------------------------------------------------
     def _llm(self, ctx) -> Any:
@@ -167,7 +194,8 @@ class SaeRadSystem(System):
         if self._client is None:
             from bench.llm import make_client
 
-            self._client = make_client(self.opts.llm, self.opts.model, ctx.cache_dir / "llm" / "responses.sqlite")
+            self._client = make_client(self.opts.llm, self.opts.model, ctx.cache_dir / "llm" / "responses.sqlite",
+                                       max_concurrency=self.opts.llm_concurrency, timeout=self.opts.llm_timeout)
         return self._client
 
     def _recipe(self, ctx, n_train: int):
@@ -264,7 +292,11 @@ class SaeRadSystem(System):
                 labeller = LLMLabeller(client, prompt, retries=self.opts.label_retries)
             # Features that never fired have no examples; label only the others (cheaper with
             # an LLM, and their records say "no_examples").
+            before = client.usage.as_dict() if client is not None else {}
             records = label_index(index, labeller)
+            if client is not None:
+                self.llm_stages["label"] = {"features_asked": sum(r.status != "no_examples" for r in records),
+                                            **usage_delta(client.usage.as_dict(), before)}
             save_labels(path, records, meta={"method": labeller.method, **{k: v for k, v in key.items() if k != "prompt"},
                                              "prompt_file": str(prompt) if client is not None else None})
             ctx.timings["saerad_label_s"] = time.perf_counter() - t0
@@ -316,6 +348,7 @@ class SaeRadSystem(System):
         from saerad.compose.llm_free import compose_llm_free
 
         client = self._llm(ctx)
+        before = client.usage.as_dict() if client is not None else {}
         composer = None if client is None else LLMComposer(
             client, self.opts.compose_prompt, indication=self.opts.indication, priors=self.opts.priors)
         # Batches keep LLM calls concurrent while predictions still stream to disk (resume).
@@ -338,7 +371,8 @@ class SaeRadSystem(System):
                     "dropped": comp.dropped,
                 })
         if client is not None:
-            ctx.used.setdefault("llm", {})["saerad"] = client.manifest()
+            self.llm_stages["compose"] = {"reports": len(samples), **usage_delta(client.usage.as_dict(), before)}
+            ctx.used.setdefault("llm", {})["saerad"] = {**client.manifest(), "stages": self.llm_stages}
 
     def config(self) -> dict[str, Any]:
         opts = {f.name: getattr(self.opts, f.name) for f in fields(self.opts) if f.name != "label"}

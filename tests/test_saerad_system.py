@@ -14,7 +14,7 @@ from bench.errors import BenchError
 from bench.llm.base import ChatRequest, ChatResponse, LLMBackend
 from bench.llm.client import LLMClient
 from bench.runner import RunConfig, run
-from saerad.system import SaeRadOptions, SaeRadSystem
+from saerad.system import SaeRadOptions, SaeRadSystem, usage_delta
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"expansion": "4", "steps": "150", "batch_size": "64", "lr": "3e-3"}
@@ -101,24 +101,53 @@ class _Scripted(LLMBackend):
     async def complete(self, req: ChatRequest, timeout: float) -> ChatResponse:
         text = req.messages[0]["content"]
         self.prompts.append(text)
+        # Token counts that differ by stage, so the manifest's stage split can be checked.
         if "Report 1:" in text:
-            return ChatResponse(text="Looking at the reports...\n*This feature represents a small left pleural effusion.")
-        return ChatResponse(text="There is a small left pleural effusion. No pneumothorax.")
+            return ChatResponse(text="Looking at the reports...\n*This feature represents a small left pleural effusion.",
+                                prompt_tokens=100, completion_tokens=7)
+        return ChatResponse(text="There is a small left pleural effusion. No pneumothorax.",
+                            prompt_tokens=50, completion_tokens=9)
 
 
 def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache, monkeypatch):
     backend = _Scripted()
     import bench.llm
 
-    monkeypatch.setattr(bench.llm, "make_client", lambda spec, model, cache_path, **kw: LLMClient(backend))
+    made: list[dict] = []
+
+    def make_client(spec, model, cache_path, **kw):
+        made.append(kw)
+        return LLMClient(backend, **kw)
+
+    monkeypatch.setattr(bench.llm, "make_client", make_client)
     out = run(_cfg(tmp_path / "llm", phantom, tiny_encoder, cache, llm="openai:http://x", model="m",
-                   indication="true", expansion="2"))
+                   indication="true", expansion="2", llm_concurrency="3", llm_timeout="45"))
+    assert made == [{"max_concurrency": 3, "timeout": 45.0}]
     preds = _preds(out)
     assert all(p["prediction"] == "There is a small left pleural effusion. No pneumothorax." for p in preds)
     assert all(p["provenance"]["composer"] == "llm" for p in preds)
     compose_prompts = [t for t in backend.prompts if "Report 1:" not in t]
     assert len(compose_prompts) == 10 and all("<indication>" in t for t in compose_prompts)
     assert all("(importance 1.00) A small left pleural effusion." in t for t in compose_prompts)
+
+    # The manifest splits the one client's usage into labelling and composition.
+    llm = json.loads((out / "manifest.json").read_text())["llm"]["saerad"]
+    n_label = len(backend.prompts) - len(compose_prompts)
+    label, compose = llm["stages"]["label"], llm["stages"]["compose"]
+    counts = json.loads(Path(json.loads((out / "manifest.json").read_text())["system"]["labels"]).read_text())
+    assert label["features_asked"] == n_label == counts["meta"]["counts"]["labelled"]
+    assert (label["calls"], label["prompt_tokens"], label["completion_tokens"]) == (n_label, 100 * n_label, 7 * n_label)
+    assert (compose["reports"], compose["calls"], compose["prompt_tokens"], compose["completion_tokens"]) == \
+        (10, 10, 500, 90)
+    assert llm["usage"]["calls"] == label["calls"] + compose["calls"]
+
+
+def test_usage_delta_is_the_difference_of_two_snapshots():
+    before = {"calls": 3, "prompt_tokens": 30, "call_seconds": 1.25, "errors": {"timeout": 1}}
+    after = {"calls": 5, "prompt_tokens": 75, "call_seconds": 2.0, "errors": {"timeout": 1, "http_503": 2}}
+    assert usage_delta(after, before) == {"calls": 2, "prompt_tokens": 45, "call_seconds": 0.75,
+                                          "errors": {"http_503": 2}}
+    assert usage_delta(after, {}) == after
 
 
 def test_options_and_config_files(tmp_path):
@@ -132,6 +161,10 @@ def test_options_and_config_files(tmp_path):
         SaeRadSystem(indication="perhaps")
     with pytest.raises(BenchError, match="top_k"):
         SaeRadSystem(top_k="0")
+    with pytest.raises(BenchError, match="llm_concurrency"):
+        SaeRadSystem(llm_concurrency="0")
+    with pytest.raises(BenchError, match="llm_timeout"):
+        SaeRadSystem(llm_timeout="-1")
     for f in sorted((REPO / "configs" / "saerad").glob("*.json")):
         SaeRadOptions.parse({"config": str(f)})  # every shipped ablation config is valid
 
