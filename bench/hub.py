@@ -56,6 +56,13 @@ def hub_file(repo: str, filename: str, cache_dir: Path | None = None) -> Path | 
         return None
 
 
-def unavailable_where() -> str:
-    """Why a file that is not cached could not be had, for error messages."""
-    return "offline (HF_HUB_OFFLINE is set)" if offline() else "the hub was unreachable or the download failed"
+def require_hub_file(repo: str, filename: str, cache_dir: Path | None, what: str, env_var: str) -> Path:
+    """`hub_file`, or MetricUnavailable naming the file, why it is missing and the two remedies."""
+    from bench.errors import MetricUnavailable
+
+    found = hub_file(repo, filename, cache_dir)
+    if found is None:
+        where = "offline" if offline() else "the download failed"
+        raise MetricUnavailable(f"{what} {filename} not found in the HF cache and {where}",
+                                f"download with `huggingface-cli download {repo} {filename}` or set {env_var}")
+    return found

@@ -19,13 +19,7 @@ from saerad.sae import architecture_names, create_sae, get_architecture
 ALL = ["april-update", "gated", "hybrid-gated", "standard", "topk"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Several processes share two cores; one thread is faster than two that contend.
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 X = np.array([[1.0, 2.0], [2.0, -1.0]])

@@ -14,12 +14,7 @@ from saerad.sae.cli import app
 from saerad.sae.metrics import FiringWindow
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_explained_variance_hand_computed():

@@ -36,12 +36,7 @@ from saerad.sae.base import sum_sq
 from saerad.sae.hybrid_gated import HybridGatedConfig, HybridGatedSAE
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_toy(n_tokens: int, d: int, n_true: int, active: float, noise: float = 0.01,

@@ -20,12 +20,7 @@ from saerad.sae.trainer import resolve_step_fn
 ALL = ["april-update", "gated", "hybrid-gated", "standard", "topk"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tokens(n=512, d=8, seed=0) -> np.ndarray:

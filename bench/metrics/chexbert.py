@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.errors import MetricUnavailable
 from bench.metrics.f1 import OBSERVATIONS, LabelF1Metric
-from bench.hub import hub_file, offline
+from bench.hub import hub_file, offline, require_hub_file
 from bench.metrics.registry import register_metric
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,7 @@ def locate_weights(weights_path: str | Path | None = None, cache_dir: Path | Non
             raise MetricUnavailable(f"CheXbert weights not found at {path} (from {source})",
                                     f"point {source} at a chexbert.pth file")
         return path
-    found = hub_file(WEIGHTS_REPO, WEIGHTS_FILE, cache_dir)
-    if found is None:
-        where = "in the HF cache and offline" if offline() else "in the HF cache and the download failed"
-        raise MetricUnavailable(
-            f"CheXbert weights {WEIGHTS_FILE} not found {where}",
-            f"download with `huggingface-cli download {WEIGHTS_REPO} {WEIGHTS_FILE}` or set {WEIGHTS_ENV}")
-    return found
+    return require_hub_file(WEIGHTS_REPO, WEIGHTS_FILE, cache_dir, "CheXbert weights", WEIGHTS_ENV)
 
 
 def locate_vocab(tokenizer_path: str | Path | None = None, cache_dir: Path | None = None) -> Path:

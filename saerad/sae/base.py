@@ -67,6 +67,28 @@ def random_unit_rows(m: int, n: int, generator: torch.Generator | None) -> Tenso
     return w / w.norm(dim=1, keepdim=True)
 
 
+def add_gated_parameters(module: nn.Module, d_sae: int, d_in: int) -> None:
+    """The parameters of the gated family, under the paper's names and shapes:
+    W_gate (m, n), b_gate (m,), r_mag (m,), b_mag (m,), W_dec (n, m), b_dec (n,)."""
+    module.W_gate = nn.Parameter(torch.empty(d_sae, d_in))
+    module.b_gate = nn.Parameter(torch.empty(d_sae))
+    module.r_mag = nn.Parameter(torch.empty(d_sae))
+    module.b_mag = nn.Parameter(torch.empty(d_sae))
+    module.W_dec = nn.Parameter(torch.empty(d_in, d_sae))
+    module.b_dec = nn.Parameter(torch.empty(d_in))
+
+
+@torch.no_grad()
+def init_gated_parameters(module: nn.Module, generator: torch.Generator | None) -> None:
+    """Paper App. B.3: biases 0, rows of W_gate random unit directions, W_dec = W_gate^T
+    (so decoder columns start at unit norm); r_mag = 0 makes W_mag = W_gate at the start."""
+    d_sae, d_in = module.W_gate.shape
+    module.W_gate.copy_(random_unit_rows(d_sae, d_in, generator))
+    module.W_dec.copy_(module.W_gate.T)
+    for p in (module.b_gate, module.r_mag, module.b_mag, module.b_dec):
+        p.zero_()
+
+
 def sum_sq(diff: Tensor) -> Tensor:
     """Per-sample squared L2 norm, averaged over the batch: the unit of every loss term."""
     return diff.pow(2).sum(dim=-1).mean()

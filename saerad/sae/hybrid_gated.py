@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from saerad.sae.base import SAEConfig, SparseAutoencoder, random_unit_rows, sum_sq
+from saerad.sae.base import SAEConfig, SparseAutoencoder, add_gated_parameters, init_gated_parameters, sum_sq
 
 
 @dataclass
@@ -36,23 +36,11 @@ class HybridGatedSAE(SparseAutoencoder):
 
     def __init__(self, config: HybridGatedConfig, generator: torch.Generator | None = None):
         super().__init__(config)
-        m, n = self.d_sae, self.d_in
-        self.W_gate = nn.Parameter(torch.empty(m, n))
-        self.b_gate = nn.Parameter(torch.empty(m))
-        self.r_mag = nn.Parameter(torch.empty(m))
-        self.b_mag = nn.Parameter(torch.empty(m))
-        self.W_dec = nn.Parameter(torch.empty(n, m))
-        self.b_dec = nn.Parameter(torch.empty(n))
+        add_gated_parameters(self, self.d_sae, self.d_in)
         self.reset_parameters(generator)
 
-    @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        # Paper App. B.3: biases 0, rows of W_gate random directions, W_dec = W_gate^T.
-        # r_mag = 0 makes W_mag = W_gate at the start.
-        self.W_gate.copy_(random_unit_rows(self.d_sae, self.d_in, generator))
-        self.W_dec.copy_(self.W_gate.T)
-        for p in (self.b_gate, self.r_mag, self.b_mag, self.b_dec):
-            p.zero_()
+        init_gated_parameters(self, generator)
 
     def pre_activations(self, x_scaled: Tensor) -> tuple[Tensor, Tensor]:
         """(pi_gate, pi_mag); one matmul serves both because W_mag shares W_gate's rows."""

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bench.errors import MetricUnavailable
-from bench.hub import hub_file, hub_reachable, offline
+from bench.hub import hub_reachable, offline, require_hub_file
 from bench.metrics.radgraph.rewards import PINNED_VERSION, AnnotationError
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,7 @@ def locate_archive(model_type: str, model_path: str | Path | None = None,
                                     f"point {source} at {model_type}.tar.gz from {WEIGHTS_REPO} or its unpacked "
                                     f"directory")
         return path
-    found = hub_file(WEIGHTS_REPO, f"{model_type}.tar.gz", hf_cache_dir)
-    if found is None:
-        where = "offline" if offline() else "the hub was unreachable or the download failed"
-        raise MetricUnavailable(
-            f"RadGraph weights {model_type}.tar.gz not in the Hugging Face cache ({where})",
-            f"download with `huggingface-cli download {WEIGHTS_REPO} {model_type}.tar.gz` or set {MODEL_ENV}")
-    return found
+    return require_hub_file(WEIGHTS_REPO, f"{model_type}.tar.gz", hf_cache_dir, "RadGraph weights", MODEL_ENV)
 
 
 def _sha256_file(path: Path) -> str:
