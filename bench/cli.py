@@ -36,6 +36,15 @@ def _mount_sae() -> None:
 _mount_sae()
 
 
+def _mount_radfact() -> None:
+    from radfact.cli import radfact_command
+
+    app.command("radfact", help="RadFact: phrase splitting and bidirectional entailment with an LLM judge.")(radfact_command)
+
+
+_mount_radfact()
+
+
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",

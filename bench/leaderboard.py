@@ -56,15 +56,21 @@ def load_board(runs_dir: Path) -> Board:
         raise BenchError(f"no runs under {runs_dir} (looked for */aggregate.json); run `bench run` first")
     aggs = [json.loads(p.read_text()) for p in paths]
     present: set[str] = set()
+    plugin: set[str] = set()
+    known = {k for k, _ in COLUMNS}
     notes: dict[str, str] = {}
     for a in aggs:
         for name, m in a["metrics"].items():
-            present.update(m.get("columns", []))
+            cols_m = set(m.get("columns", []))
+            present |= cols_m
+            if not cols_m & known:
+                plugin |= cols_m  # a metric the table does not know: show all its columns
             if m["status"] == "unavailable":
                 notes[name] = f"{name}: {m['reason']}" + (f" Remedy: {m['remedy']}" if m.get("remedy") else "")
+    # Known metrics show their Table-1 columns only; their other values (RadFact's failure
+    # counts, BLEU-1..3) stay in aggregate.json, where they are not mistaken for percentages.
     cols = [(k, h) for k, h in COLUMNS if k in present]
-    known = {k for k, _ in COLUMNS}
-    cols += [(k, k) for k in sorted(present - known)]  # metrics added by plug-ins
+    cols += [(k, k) for k in sorted(plugin)]
     rows = []
     for a in aggs:
         cells = []

@@ -36,3 +36,4 @@ def _load_builtins() -> None:
     import bench.metrics.chexpert_rules  # noqa: F401
     import bench.metrics.nlg  # noqa: F401
     import bench.metrics.radgraph  # noqa: F401
+    import radfact.metric  # noqa: F401
