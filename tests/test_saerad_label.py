@@ -8,10 +8,10 @@ import json
 import pytest
 
 from bench.errors import DataError
-from bench.llm.base import ChatRequest, ChatResponse, LLMBackend
+from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError
 from bench.llm.client import LLMClient
-from saerad.features.label import (LexicalLabeller, LLMLabeller, load_labels, load_prompt, parse_description,
-                                   render_label_prompt, save_labels, status_counts)
+from saerad.features.label import (NUDGE_REPLY_CHARS, LexicalLabeller, LLMLabeller, load_labels, load_prompt,
+                                   parse_description, render_label_prompt, save_labels, status_counts)
 from saerad.features.statements import split_statements, statement_key
 
 
@@ -97,6 +97,44 @@ def test_llm_labeller_retries_with_a_nudge_then_records_unlabelled():
     assert [m["role"] for m in follow] == ["user", "assistant", "user"]
     assert follow[1]["content"] == "I think it is an effusion." and "*This feature represents" in follow[2]["content"]
     assert status_counts(recs) == {"labelled": 2, "unlabelled": 1, "no_examples": 1, "error": 0}
+
+
+def test_follow_ups_stay_bounded_and_a_failed_follow_up_leaves_the_feature_unlabelled():
+    """A real run with SmolLM2 on a 2,048-token llama.cpp server: a ~1,000-token prompt,
+    a ~1,000-token reply without the answer line, and the follow-up that repeated the
+    whole reply overflowed the context (HTTP 400); the feature was then counted as an
+    error although the model had answered."""
+    long_reply = " ".join(f"word{i}" for i in range(1500))  # ~10,000 characters, no answer line
+
+    class OverflowingServer(LLMBackend):
+        kind, model = "ctx", "m"
+
+        def __init__(self, limit_chars: int):
+            self.limit, self.requests = limit_chars, []
+
+        async def complete(self, req, timeout):
+            self.requests.append(req)
+            if sum(len(m["content"]) for m in req.messages) > self.limit:
+                raise LLMRequestError("HTTP 400: context_length_exceeded", status=400)
+            return ChatResponse(text=long_reply)
+
+    # Generous limit: follow-ups fit, because each repeats only the end of the latest reply
+    # and never the earlier failed turns (3 requests, all the same bounded length).
+    prompt_len = len(render_label_prompt(LLMLabeller(None).template, ["A."]))
+    ok = OverflowingServer(prompt_len + NUDGE_REPLY_CHARS + 400)
+    rec = LLMLabeller(LLMClient(ok, max_retries=0), retries=2).label_many([(0, ["A."])])[0]
+    assert rec.status == "unlabelled" and rec.raw == long_reply and len(ok.requests) == 3
+    for req in ok.requests[1:]:
+        assert [m["role"] for m in req.messages] == ["user", "assistant", "user"]
+        repeated = req.messages[1]["content"]
+        assert repeated.startswith("...") and long_reply.endswith(repeated[3:])
+        assert len(repeated) <= NUDGE_REPLY_CHARS + 3 and " " + repeated[3:] in long_reply
+
+    # Tight limit: the follow-up is refused; the feature is unlabelled with the reply kept.
+    tight = OverflowingServer(prompt_len + 100)
+    rec = LLMLabeller(LLMClient(tight, max_retries=0), retries=2).label_many([(0, ["A."])])[0]
+    assert rec.status == "unlabelled" and len(tight.requests) == 2
+    assert rec.raw.startswith(long_reply) and "follow-up failed" in rec.raw and "context_length_exceeded" in rec.raw
 
 
 def test_llm_labeller_records_failed_calls_as_errors():

@@ -6,8 +6,9 @@ Two labellers share one output format (`LabelRecord`, one per feature):
   feature's top-k training images, strongest first, go to an LLM with a prompt asking for the
   single most consistent finding, reasoned step by step, ending in one line
   "*This feature represents ...". That line is parsed (`parse_description`); a reply without
-  it gets a follow-up turn with a nudge, up to `retries` times, and is then recorded as
-  unlabelled with its raw text kept. The prompt is a text file users can replace.
+  it gets a follow-up turn with a nudge (the first prompt, the end of that reply, the nudge),
+  up to `retries` times, and is then recorded as unlabelled with its raw text kept (also when
+  a follow-up call itself fails). The prompt is a text file users can replace.
 - `LexicalLabeller` (LLM-free, the offline default): every finding statement of the top
   reports (see `statements.py`) is a candidate; each is scored by the log-odds ratio of its
   document frequency among the top reports against the rest of the training corpus, divided
@@ -44,6 +45,12 @@ STATUSES = ("labelled", "unlabelled", "no_examples", "error")
 # A label must be stated in at least 3 of the top reports (30% of the default 10): with 2, a
 # phrasing that is merely rare in the corpus wins over a finding most top reports share.
 MIN_SUPPORT = 3
+
+# A follow-up turn repeats the model's reply; only its last NUDGE_REPLY_CHARS characters
+# (about 500 tokens) are kept. A rambling first reply of ~1,000 tokens after a ~1,000-token
+# prompt otherwise made the follow-up overflow a 2,048-token context (llama.cpp), and the
+# conclusion the nudge asks for follows from the end of the reasoning anyway.
+NUDGE_REPLY_CHARS = 2000
 
 # The answer line: optional markdown around it ("**...**", "- *..."), one or more asterisks,
 # then "This feature represents" and the description up to the end of the line.
@@ -105,9 +112,13 @@ class LLMLabeller:
     method = "llm"
 
     def __init__(self, client: Any, prompt: str | Path | None = None, *, retries: int = 2,
-                 max_tokens: int = 1024, temperature: float = 0.0, nudge: str | Path | None = None):
+                 max_tokens: int = 1024, temperature: float = 0.0, nudge: str | Path | None = None,
+                 nudge_reply_chars: int = NUDGE_REPLY_CHARS):
         if retries < 0:
             raise BenchError(f"retries must be 0 or more, got {retries}")
+        if nudge_reply_chars < 1:
+            raise BenchError(f"nudge_reply_chars must be at least 1, got {nudge_reply_chars}")
+        self.nudge_reply_chars = nudge_reply_chars
         self.client = client
         self.template = load_prompt(prompt)
         self.nudge = Path(nudge or DEFAULT_NUDGE).read_text().strip()
@@ -119,6 +130,17 @@ class LLMLabeller:
         from bench.llm.base import ChatRequest
 
         return ChatRequest(messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
+
+    def _tail(self, reply: str) -> str:
+        """The reply as repeated in a follow-up turn: its end, cut at a word boundary."""
+        reply = (reply or "").strip()
+        if not reply:
+            return "(empty)"
+        if len(reply) <= self.nudge_reply_chars:
+            return reply
+        tail = reply[-self.nudge_reply_chars:]
+        cut = tail.find(" ")
+        return "..." + (tail[cut + 1:] if 0 <= cut < 40 else tail)
 
     def label_many(self, items: Sequence[tuple[int, Sequence[str]]]) -> list[LabelRecord]:
         """Labels for (feature id, top reports) pairs, in the same order."""
@@ -138,15 +160,24 @@ class LLMLabeller:
             retry: list[int] = []
             for fid, resp in zip(pending, replies):
                 if not getattr(resp, "ok", True) or getattr(resp, "error", None):
-                    out[fid] = LabelRecord(fid, "", self.method, str(resp.error), n_top[fid], "error")
+                    if fid in out:
+                        # A follow-up failed: the model did answer, without the line, so the
+                        # feature stays unlabelled (not "error") and keeps that answer.
+                        prev = out[fid]
+                        out[fid] = LabelRecord(fid, "", self.method, f"{prev.raw}\n[follow-up failed: {resp.error}]",
+                                               n_top[fid], "unlabelled")
+                    else:
+                        out[fid] = LabelRecord(fid, "", self.method, str(resp.error), n_top[fid], "error")
                     continue
                 label = parse_description(resp.text)
                 if label is not None:
                     out[fid] = LabelRecord(fid, label, self.method, resp.text, n_top[fid], "labelled")
                     continue
                 out[fid] = LabelRecord(fid, "", self.method, resp.text, n_top[fid], "unlabelled")
-                convs[fid] = convs[fid] + [{"role": "assistant", "content": resp.text or "(empty)"},
-                                           {"role": "user", "content": self.nudge}]
+                # The first prompt, this reply's end and the nudge: earlier failed turns are
+                # not repeated, so the follow-up has a bounded length however many there are.
+                convs[fid] = convs[fid][:1] + [{"role": "assistant", "content": self._tail(resp.text)},
+                                               {"role": "user", "content": self.nudge}]
                 retry.append(fid)
             if retry and attempt < self.retries:
                 log.info("labelling: %d replies lacked the '*This feature represents' line; asking again", len(retry))
