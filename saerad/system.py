@@ -279,9 +279,10 @@ class SaeRadSystem(System):
             key = {"method": "lexical", "min_support": MIN_SUPPORT, "prior": 0.5, "version": 1}
         else:
             # version 2: follow-up turns repeat only the end of the reply; a failed follow-up
-            # leaves the feature unlabelled rather than "error".
+            # leaves the feature unlabelled rather than "error". 3: copies of the prompts'
+            # example answers are not labels.
             key = {"method": "llm", "llm": self.opts.llm, "model": self.opts.model, "prompt": prompt.read_text(),
-                   "retries": self.opts.label_retries, "version": 2}
+                   "retries": self.opts.label_retries, "version": 3}
         assert self.index_dir is not None
         path = self.index_dir / f"labels-{_fingerprint({**key, 'index': index.meta.get('inputs')})}.json"
         if path.exists():

@@ -137,6 +137,26 @@ def test_follow_ups_stay_bounded_and_a_failed_follow_up_leaves_the_feature_unlab
     assert rec.raw.startswith(long_reply) and "follow-up failed" in rec.raw and "context_length_exceeded" in rec.raw
 
 
+def test_copies_of_the_prompts_example_answers_are_not_labels():
+    """SmolLM2-135M answered the nudge with its example line word for word, which made
+    every such feature "a small left pleural effusion"; the template's placeholder is
+    copied the same way. The same finding in a first reply (before the model has seen the
+    nudge) is a real answer."""
+    backend = ScriptedBackend({
+        "A.": ["hmm", "*This feature represents a small left pleural effusion.", "**This feature represents A small "
+               "left pleural effusion**"],
+        "B.": ["*This feature represents <your description>.", "*This feature represents a small right pleural "
+               "effusion."],
+        "C.": ["*This feature represents a small left pleural effusion."],
+    })
+    recs = LLMLabeller(LLMClient(backend, max_retries=0), retries=2).label_many([(0, ["A."]), (1, ["B."]),
+                                                                                 (2, ["C."])])
+    assert [r.status for r in recs] == ["unlabelled", "labelled", "labelled"]
+    assert recs[2].label == "A small left pleural effusion."
+    assert recs[0].raw == "**This feature represents A small left pleural effusion**"
+    assert recs[1].label == "A small right pleural effusion." and len(backend.requests) == 6
+
+
 def test_llm_labeller_records_failed_calls_as_errors():
     class Broken(LLMBackend):
         kind, model = "broken", "x"

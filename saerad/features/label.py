@@ -8,7 +8,8 @@ Two labellers share one output format (`LabelRecord`, one per feature):
   "*This feature represents ...". That line is parsed (`parse_description`); a reply without
   it gets a follow-up turn with a nudge (the first prompt, the end of that reply, the nudge),
   up to `retries` times, and is then recorded as unlabelled with its raw text kept (also when
-  a follow-up call itself fails). The prompt is a text file users can replace.
+  a follow-up call itself fails). An answer that copies an example answer line of the
+  prompts (the nudge shows one) counts as no answer. The prompt is a text file users can replace.
 - `LexicalLabeller` (LLM-free, the offline default): every finding statement of the top
   reports (see `statements.py`) is a candidate; each is scored by the log-odds ratio of its
   document frequency among the top reports against the rest of the training corpus, divided
@@ -86,6 +87,10 @@ def parse_description(reply: str) -> str | None:
     return as_sentence(text)
 
 
+def _norm(label: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", label.lower()).split())
+
+
 def load_prompt(path: str | Path | None, required: Sequence[str] = ("{reports}",)) -> str:
     """A prompt template from a file; it must contain the named placeholders."""
     p = Path(path) if path else DEFAULT_PROMPT
@@ -122,6 +127,12 @@ class LLMLabeller:
         self.client = client
         self.template = load_prompt(prompt)
         self.nudge = Path(nudge or DEFAULT_NUDGE).read_text().strip()
+        # The answer lines the prompts show as examples ("<your description>", the nudge's
+        # "a small left pleural effusion"): a small model copies them verbatim, and such a
+        # copy says nothing about the feature, so it is not accepted as a label.
+        # The nudge's example counts only in follow-up turns, the first time the model sees it.
+        self.examples = [{_norm(x) for x in examples if x} for examples in (
+            (parse_description(self.template),), (parse_description(self.template), parse_description(self.nudge)))]
         self.retries = retries
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -170,6 +181,9 @@ class LLMLabeller:
                         out[fid] = LabelRecord(fid, "", self.method, str(resp.error), n_top[fid], "error")
                     continue
                 label = parse_description(resp.text)
+                if label is not None and _norm(label) in self.examples[min(attempt, 1)]:
+                    log.debug("feature %d: the reply copied the prompt's example answer %r", fid, label)
+                    label = None
                 if label is not None:
                     out[fid] = LabelRecord(fid, label, self.method, resp.text, n_top[fid], "labelled")
                     continue
