@@ -352,6 +352,7 @@ class SaeRadSystem(System):
 
         client = self._llm(ctx)
         before = client.usage.as_dict() if client is not None else {}
+        fallbacks = 0
         composer = None if client is None else LLMComposer(
             client, self.opts.compose_prompt, indication=self.opts.indication, priors=self.opts.priors)
         # Batches keep LLM calls concurrent while predictions still stream to disk (resume).
@@ -364,6 +365,7 @@ class SaeRadSystem(System):
                 comps = [compose_llm_free(fs, self.opts.max_sentences) for fs in feats]
             else:
                 comps = composer.compose_many(list(zip(chunk, feats)))
+                fallbacks += sum(c.method != "llm" for c in comps)
             for s, fs, comp in zip(chunk, feats, comps):
                 yield Prediction(s.id, comp.text, s.findings, {
                     "composer": comp.method,
@@ -374,7 +376,9 @@ class SaeRadSystem(System):
                     "dropped": comp.dropped,
                 })
         if client is not None:
-            self.llm_stages["compose"] = {"reports": len(samples), **usage_delta(client.usage.as_dict(), before)}
+            # fallbacks: reports whose LLM reply was empty or failed (LLM-free text instead).
+            self.llm_stages["compose"] = {"reports": len(samples), "fallbacks": fallbacks,
+                                          **usage_delta(client.usage.as_dict(), before)}
             ctx.used.setdefault("llm", {})["saerad"] = {**client.manifest(), "stages": self.llm_stages}
 
     def config(self) -> dict[str, Any]:

@@ -105,7 +105,9 @@ class _Scripted(LLMBackend):
         if "Report 1:" in text:
             return ChatResponse(text="Looking at the reports...\n*This feature represents a small left pleural effusion.",
                                 prompt_tokens=100, completion_tokens=7)
-        return ChatResponse(text="There is a small left pleural effusion. No pneumothorax.",
+        # The first composition comes back empty: that report falls back to the LLM-free text.
+        n_compose = sum("Report 1:" not in t for t in self.prompts)
+        return ChatResponse(text="" if n_compose == 1 else "There is a small left pleural effusion. No pneumothorax.",
                             prompt_tokens=50, completion_tokens=9)
 
 
@@ -124,8 +126,9 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
                    indication="true", expansion="2", llm_concurrency="3", llm_timeout="45"))
     assert made == [{"max_concurrency": 3, "timeout": 45.0}]
     preds = _preds(out)
-    assert all(p["prediction"] == "There is a small left pleural effusion. No pneumothorax." for p in preds)
-    assert all(p["provenance"]["composer"] == "llm" for p in preds)
+    llm_made = [p for p in preds if p["provenance"]["composer"] == "llm"]
+    assert len(llm_made) == 9
+    assert all(p["prediction"] == "There is a small left pleural effusion. No pneumothorax." for p in llm_made)
     compose_prompts = [t for t in backend.prompts if "Report 1:" not in t]
     assert len(compose_prompts) == 10 and all("<indication>" in t for t in compose_prompts)
     assert all("(importance 1.00) A small left pleural effusion." in t for t in compose_prompts)
@@ -137,8 +140,8 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
     counts = json.loads(Path(json.loads((out / "manifest.json").read_text())["system"]["labels"]).read_text())
     assert label["features_asked"] == n_label == counts["meta"]["counts"]["labelled"]
     assert (label["calls"], label["prompt_tokens"], label["completion_tokens"]) == (n_label, 100 * n_label, 7 * n_label)
-    assert (compose["reports"], compose["calls"], compose["prompt_tokens"], compose["completion_tokens"]) == \
-        (10, 10, 500, 90)
+    assert (compose["reports"], compose["fallbacks"], compose["calls"], compose["prompt_tokens"],
+            compose["completion_tokens"]) == (10, 1, 10, 500, 90)
     assert llm["usage"]["calls"] == label["calls"] + compose["calls"]
 
 
