@@ -195,13 +195,16 @@ def test_failures_are_not_cached_and_readonly_stores_nothing(tmp_path):
 
 def test_identical_requests_in_one_batch_make_one_call():
     def script(body, n):
-        return Reply(delay=0.1, body=completion("same").body)
+        return Reply(delay=0.1, body=completion("same", prompt_tokens=11, completion_tokens=5).body)
 
     with FaultServer(script) as srv:
         c = client_for(srv.url)
         out = c.chat_many([req("dup")] * 4, progress=False)
     assert [r.text for r in out] == ["same"] * 4 and srv.hits["dup"] == 1
     assert (c.usage.calls, c.usage.cache_hits) == (1, 3)
+    # Paid once; the three shared answers count as cached tokens, like hits from the store.
+    assert (c.usage.prompt_tokens, c.usage.completion_tokens) == (11, 5)
+    assert (c.usage.cached_prompt_tokens, c.usage.cached_completion_tokens) == (33, 15)
 
 
 SCHEMA = {"type": "object", "properties": {"finding": {"type": "string"}}, "required": ["finding"]}

@@ -74,6 +74,10 @@ class LLMClient:
             # The same request is already being asked in this batch: share its answer.
             resp = await asyncio.shield(self._inflight[key])
             self.usage.cache_hits += 1
+            # Its tokens were paid once, by the request in flight: count them as cached, as
+            # for a hit from the store, so requests x tokens add up either way.
+            self.usage.cached_prompt_tokens += resp.prompt_tokens
+            self.usage.cached_completion_tokens += resp.completion_tokens
             return replace(resp, cached=True, attempts=0, latency_s=0.0)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
