@@ -59,7 +59,7 @@ class TrainConfig:
     num_layers: int = 4
     num_heads: int = 3
     mlp_ratio: int = 4
-    epochs: int = 3
+    epochs: int = 2  # stage 1 of docs/phantom-encoder.md; later stages pass --init-from
     max_minutes: float = 30.0  # stop early (after the current epoch) once this is spent
     # Stop after this many epochs while keeping the learning-rate schedule of `epochs` (0: off).
     # Replays, deterministically, a run that the time budget cut short.
