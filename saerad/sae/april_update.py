@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from saerad.sae.base import SAEConfig, SparseAutoencoder, random_unit_rows, sum_sq
+from saerad.sae.base import SAEConfig, SparseAutoencoder, add_relu_parameters, init_relu_parameters, sum_sq
 
 
 @dataclass
@@ -32,19 +32,12 @@ class AprilUpdateSAE(SparseAutoencoder):
 
     def __init__(self, config: AprilUpdateConfig, generator: torch.Generator | None = None):
         super().__init__(config)
-        m, n = self.d_sae, self.d_in
-        self.W_enc = nn.Parameter(torch.empty(m, n))
-        self.b_enc = nn.Parameter(torch.empty(m))
-        self.W_dec = nn.Parameter(torch.empty(n, m))
-        self.b_dec = nn.Parameter(torch.empty(n))
+        add_relu_parameters(self, self.d_sae, self.d_in)
         self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        self.W_enc.copy_(random_unit_rows(self.d_sae, self.d_in, generator))
-        self.W_dec.copy_(self.W_enc.T)
-        self.b_enc.zero_()
-        self.b_dec.zero_()
+        init_relu_parameters(self, generator)
 
     def encode_scaled(self, x_scaled: Tensor) -> Tensor:
         return torch.relu(x_scaled @ self.W_enc.T + self.b_enc)

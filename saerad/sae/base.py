@@ -89,6 +89,25 @@ def init_gated_parameters(module: nn.Module, generator: torch.Generator | None) 
         p.zero_()
 
 
+def add_relu_parameters(module: nn.Module, d_sae: int, d_in: int) -> None:
+    """The parameters of the single-encoder family (standard, april-update, topk):
+    W_enc (m, n), b_enc (m,), W_dec (n, m), b_dec (n,)."""
+    module.W_enc = nn.Parameter(torch.empty(d_sae, d_in))
+    module.b_enc = nn.Parameter(torch.empty(d_sae))
+    module.W_dec = nn.Parameter(torch.empty(d_in, d_sae))
+    module.b_dec = nn.Parameter(torch.empty(d_in))
+
+
+@torch.no_grad()
+def init_relu_parameters(module: nn.Module, generator: torch.Generator | None) -> None:
+    """The same initialisation as the gated family: biases 0, random unit rows, W_dec = W_enc^T."""
+    d_sae, d_in = module.W_enc.shape
+    module.W_enc.copy_(random_unit_rows(d_sae, d_in, generator))
+    module.W_dec.copy_(module.W_enc.T)
+    module.b_enc.zero_()
+    module.b_dec.zero_()
+
+
 def sum_sq(diff: Tensor) -> Tensor:
     """Per-sample squared L2 norm, averaged over the batch: the unit of every loss term."""
     return diff.pow(2).sum(dim=-1).mean()

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from bench.errors import BenchError
-from saerad.sae.base import SAEConfig, SparseAutoencoder, random_unit_rows, sum_sq
+from saerad.sae.base import SAEConfig, SparseAutoencoder, add_relu_parameters, init_relu_parameters, sum_sq
 
 
 @dataclass
@@ -65,19 +65,13 @@ class TopKSAE(SparseAutoencoder):
         m, n = self.d_sae, self.d_in
         self.k = int(config.k or 1)
         self.k_aux = int(config.k_aux or 1)
-        self.W_enc = nn.Parameter(torch.empty(m, n))
-        self.b_enc = nn.Parameter(torch.empty(m))
-        self.W_dec = nn.Parameter(torch.empty(n, m))
-        self.b_dec = nn.Parameter(torch.empty(n))
+        add_relu_parameters(self, m, n)
         self.register_buffer("tokens_since_fired", torch.zeros(m, dtype=torch.int64))
         self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        self.W_enc.copy_(random_unit_rows(self.d_sae, self.d_in, generator))
-        self.W_dec.copy_(self.W_enc.T)
-        self.b_enc.zero_()
-        self.b_dec.zero_()
+        init_relu_parameters(self, generator)
         self.tokens_since_fired.zero_()
 
     def pre_activations(self, x_scaled: Tensor) -> Tensor:
