@@ -19,3 +19,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A tiny random Dinov2 saved like a hub snapshot, for end-to-end runs that need some encoder
+    but not a trained one (the encoder's own tests build theirs with other seeds and settings)."""
+    from bench.encoders.tiny import save_tiny_dinov2
+
+    return str(save_tiny_dinov2(tmp_path_factory.mktemp("enc")))

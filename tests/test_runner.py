@@ -24,13 +24,6 @@ def phantom(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    from bench.encoders.tiny import save_tiny_dinov2
-
-    return str(save_tiny_dinov2(tmp_path_factory.mktemp("enc")))
-
-
 def cfg(tmp_path, phantom, tiny_encoder, system="reference", **kw) -> RunConfig:
     base = dict(system=system, data_root=phantom, metrics=METRICS, out=tmp_path / "run" / system,
                 encoder=tiny_encoder, n_bootstrap=50, cache_dir=tmp_path / "cache")

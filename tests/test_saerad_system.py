@@ -30,13 +30,6 @@ def phantom(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory) -> str:
-    from bench.encoders.tiny import save_tiny_dinov2
-
-    return str(save_tiny_dinov2(tmp_path_factory.mktemp("enc")))
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
