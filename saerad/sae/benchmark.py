@@ -125,19 +125,18 @@ def run_benchmark(batch: int = 2048, d_in: int = 768, expansion: int = 64, l0: f
     log.info("benchmark: batch %d, n %d, m %d, measured L0 %.2f", batch, d_in, ours.d_sae,
              measured_l0)
 
-    def ours_fwd_bwd() -> dict[str, Tensor]:
-        ours_opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-            losses = hybrid_gated_step_loss(ours, x, l1_coeff)
-        losses["loss"].backward()
-        return losses
+    def fwd_bwd(loss_fn, model, opt):
+        """Forward and backward of one side, the same way for both (timed and compared)."""
+        def step() -> dict[str, Tensor]:
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+                losses = loss_fn(model, x, l1_coeff)
+            losses["loss"].backward()
+            return losses
+        return step
 
-    def ref_fwd_bwd() -> dict[str, Tensor]:
-        ref_opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-            losses = dense_reference_losses(ref, x, l1_coeff)
-        losses["loss"].backward()
-        return losses
+    ours_fwd_bwd = fwd_bwd(hybrid_gated_step_loss, ours, ours_opt)
+    ref_fwd_bwd = fwd_bwd(dense_reference_losses, ref, ref_opt)
 
     result: dict[str, float | int | str] = {}
     if details:
