@@ -39,7 +39,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -48,6 +48,7 @@ import torch
 
 from bench.data.records import Sample
 from bench.errors import BenchError, DataError
+from bench.options import parse_bool
 from bench.systems.base import Prediction, System
 
 log = logging.getLogger(__name__)
@@ -55,17 +56,6 @@ log = logging.getLogger(__name__)
 # The paper's schedule shape with fewer steps and a larger learning rate, so the phantom SAE
 # trains in seconds on a CPU (the same trade as tests/test_sae_recovery.py documents).
 PHANTOM_RECIPE = {"steps": 500, "batch_size": 256, "lr": 3e-3}
-
-
-def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    v = str(value).strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise BenchError(f"saerad option {name}={value!r}: expected true or false")
 
 
 @dataclass
@@ -122,7 +112,7 @@ class SaeRadOptions:
                                    and "None" in kind and key != "llm"):
                     values[key] = None
                 elif kind.startswith("bool"):
-                    values[key] = _bool(key, raw)
+                    values[key] = parse_bool(f"saerad option {key}", raw)
                 elif kind.startswith("int"):
                     values[key] = int(raw)
                 elif kind.startswith("float"):

@@ -130,11 +130,11 @@ def test_labels_identical_to_reference_one_at_a_time(tiny):
     assert set(np.unique(ours[:, -1])) <= {BLANK, POSITIVE}  # No Finding head is 2-way
 
 
-def test_metric_matches_reference_classification_report(tiny):
+def test_metric_matches_reference_classification_report(tiny, tmp_path):
     ckpt, ref = tiny
     reports = make_reports(1, 24)
     refs, hyps = reports[:12], reports[12:]
-    metric = CheXbertMetric(weights_path=ckpt, tokenizer_path=VOCAB.parent, batch_size=5)
+    metric = CheXbertMetric(weights_path=ckpt, tokenizer_path=VOCAB.parent, batch_size=5, label_cache_dir=tmp_path)
     metric.check()
     rows = metric.per_sample(refs, hyps)
     got = metric.aggregate(rows)
@@ -153,6 +153,88 @@ def test_metric_matches_reference_classification_report(tiny):
     assert got["chexbert_ma5"] == pytest.approx(cr5["macro avg"]["f1-score"], abs=1e-12)
     assert got["chexbert_mi5"] == pytest.approx(cr5["micro avg"]["f1-score"], abs=1e-12)
     assert list(cr5)[:5] == list(TOP5) and list(cr)[:14] == list(OBSERVATIONS)
+
+
+class CountingLabeller:
+    """Wraps a labeller and records how many texts it was asked to label, call by call."""
+
+    def __init__(self, inner, fail_on_call: int | None = None):
+        self.inner, self.calls, self.fail_on_call = inner, [], fail_on_call
+
+    def __call__(self, texts):
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            raise KeyboardInterrupt("killed mid-run")
+        self.calls.append(len(texts))
+        return self.inner(texts)
+
+
+def cached_metric(ckpt, cache_dir, fail_on_call: int | None = None, **kw) -> tuple[CheXbertMetric, CountingLabeller]:
+    metric = CheXbertMetric(weights_path=ckpt, tokenizer_path=VOCAB, label_cache_dir=cache_dir, **kw)
+    counter = CountingLabeller(CheXbertLabeller(ckpt, VOCAB, batch_size=8), fail_on_call)
+    metric._labeller = counter
+    return metric, counter
+
+
+def test_label_cache_labels_each_text_once_across_runs(tiny, tmp_path):
+    ckpt, _ = tiny
+    reports = make_reports(5, 30)
+    expected = CheXbertLabeller(ckpt, VOCAB)(reports)
+    first, counted = cached_metric(ckpt, tmp_path)
+    np.testing.assert_array_equal(first.label(reports + reports[:7]), np.concatenate([expected, expected[:7]]))
+    assert counted.calls == [30]  # duplicates labelled once
+    # A new metric object (a new run, another system against the same references) labels
+    # only texts it has never seen.
+    again, counted = cached_metric(ckpt, tmp_path)
+    extra = ["Large right pleural effusion.", "New left lower lobe consolidation."]
+    got = again.label(extra + reports)
+    assert counted.calls == [2]
+    np.testing.assert_array_equal(got[2:], expected)
+    np.testing.assert_array_equal(got[:2], CheXbertLabeller(ckpt, VOCAB)(extra))
+    # Off: everything is labelled again and nothing is read.
+    off, counted = cached_metric(ckpt, tmp_path, label_cache="false")
+    np.testing.assert_array_equal(off.label(reports), expected)
+    assert counted.calls == [30] and off.config()["label_cache"] is False
+
+
+def test_label_cache_is_keyed_by_the_weights(tiny, tmp_path):
+    ckpt, _ = tiny
+    other, _ = write_checkpoint(tmp_path / "other", hidden=128, layers=2, intermediate=256, seed=7)
+    reports = make_reports(6, 20)
+    a, _ = cached_metric(ckpt, tmp_path / "cache")
+    b, counted = cached_metric(other, tmp_path / "cache")
+    assert a.fingerprint() != b.fingerprint()
+    la, lb = a.label(reports), b.label(reports)
+    assert counted.calls == [20]  # the other weights' labels were not taken from the cache
+    np.testing.assert_array_equal(lb, CheXbertLabeller(other, VOCAB)(reports))
+    assert (la != lb).any()
+    # The same bytes under another path are the same model.
+    copy = tmp_path / "copy.pth"
+    copy.write_bytes(ckpt.read_bytes())
+    assert cached_metric(copy, tmp_path / "cache")[0].fingerprint() == a.fingerprint()
+
+
+def test_killed_labelling_keeps_finished_chunks(tiny, tmp_path, monkeypatch):
+    import bench.metrics.chexbert as chexbert_module
+
+    ckpt, _ = tiny
+    monkeypatch.setattr(chexbert_module, "CACHE_CHUNK", 8)
+    reports = make_reports(7, 30)
+    metric, counted = cached_metric(ckpt, tmp_path, fail_on_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        metric.label(reports)
+    assert counted.calls == [8, 8]
+    resumed, counted = cached_metric(ckpt, tmp_path)
+    np.testing.assert_array_equal(resumed.label(reports), CheXbertLabeller(ckpt, VOCAB)(reports))
+    assert counted.calls == [8, 6]  # only the 14 texts the killed run had not finished
+
+
+def test_label_cache_flag_from_the_command_line():
+    from bench.errors import BenchError
+
+    assert CheXbertMetric(label_cache="0").label_cache is False
+    assert CheXbertMetric(label_cache="Yes").label_cache is True
+    with pytest.raises(BenchError, match="label_cache"):
+        CheXbertMetric(label_cache="sometimes")
 
 
 def test_batch_size_does_not_change_labels(tiny):

@@ -18,10 +18,16 @@ Where the files come from, first match wins:
   download (skipped when HF_HUB_OFFLINE is set);
 - vocabulary: the `tokenizer_path` argument (a directory holding vocab.txt, or the file),
   $SAERAD_CHEXBERT_TOKENIZER, bert-base-uncased's vocab.txt from the cache or a download.
+
+Labels are kept in a persistent cache (<cache>/chexbert/labels.sqlite, bench.metrics.text_cache)
+keyed by the SHA-256 of the weights and of the vocabulary, the labelling code's version and the
+exact text, so the references of a test split are labelled once for every system scored
+against them, and a re-score labels nothing. `label_cache=false` turns it off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -34,6 +40,8 @@ from bench.errors import MetricUnavailable
 from bench.metrics.f1 import OBSERVATIONS, LabelF1Metric
 from bench.hub import hub_file, offline, require_hub_file
 from bench.metrics.registry import register_metric
+from bench.options import parse_bool
+from bench.metrics.text_cache import TextCache, file_sha256, text_key
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,10 @@ WEIGHTS_ENV = "SAERAD_CHEXBERT_PATH"
 TOKENIZER_ENV = "SAERAD_CHEXBERT_TOKENIZER"
 MAX_TOKENS = 512  # BERT's position limit; the reference keeps [CLS] + 510 tokens + [SEP]
 N_HEADS = len(OBSERVATIONS)  # 13 four-way heads + No Finding
+# Part of the label cache's key: bump it whenever a change here could change a label
+# (tokenisation, truncation, the model's forward pass).
+LABELS_VERSION = "chexbert-labels-1"
+CACHE_CHUNK = 512  # texts labelled and committed to the label cache at a time
 
 
 def locate_weights(weights_path: str | Path | None = None, cache_dir: Path | None = None) -> Path:
@@ -231,8 +243,12 @@ class CheXbertMetric(LabelF1Metric):
                    "Consolidation, Atelectasis, Pleural Effusion; as the f1chexbert package")
 
     def __init__(self, weights_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
-                 device: str = "cpu", batch_size: int | str = 32, cache_dir: str | Path | None = None):
+                 device: str = "cpu", batch_size: int | str = 32, cache_dir: str | Path | None = None,
+                 label_cache: bool | str = True, label_cache_dir: str | Path | None = None):
         self.weights_path, self.tokenizer_path = weights_path, tokenizer_path
+        self.label_cache = parse_bool("chexbert label_cache", label_cache)
+        self.label_cache_dir = Path(label_cache_dir).expanduser() if label_cache_dir else None
+        self._fingerprint: str | None = None
         # Options may come from the command line (`--metric-opt chexbert.batch_size=16`) as strings.
         try:
             self.batch_size = int(batch_size)
@@ -266,6 +282,14 @@ class CheXbertMetric(LabelF1Metric):
             self._labeller = CheXbertLabeller(weights, vocab, self.device, self.batch_size)
         return self._labeller
 
+    def fingerprint(self) -> str:
+        """Identifies what the labels depend on: weights, vocabulary, labelling code."""
+        if self._fingerprint is None:
+            weights, vocab = self.files()
+            key = f"{LABELS_VERSION}|{file_sha256(weights)}|{file_sha256(vocab)}"
+            self._fingerprint = hashlib.sha256(key.encode()).hexdigest()[:24]
+        return self._fingerprint
+
     def label(self, reports: Sequence[str]) -> np.ndarray:
         # Identical texts get identical labels: label each distinct text once (references
         # are shared between systems, and retrieval baselines repeat reports).
@@ -273,14 +297,39 @@ class CheXbertMetric(LabelF1Metric):
         inverse = np.array([index.setdefault(r, len(index)) for r in reports], dtype=np.int64)
         if not index:
             return np.zeros((0, N_HEADS), dtype=np.int8)
-        return self.labeller()(list(index))[inverse]
+        texts = list(index)
+        if not self.label_cache:
+            return self.labeller()(texts)[inverse]
+        return self._label_cached(texts)[inverse]
+
+    def _label_cached(self, texts: list[str]) -> np.ndarray:
+        from bench.data.default import cache_root
+
+        model = self.fingerprint()
+        keys = [text_key(t) for t in texts]
+        with TextCache((self.label_cache_dir or cache_root() / "chexbert") / "labels.sqlite", "labels") as cache:
+            found = cache.get_many(model, keys)
+            todo = [i for i, k in enumerate(keys) if k not in found]
+            log.info("chexbert: %d distinct texts, %d labelled before, %d to label",
+                     len(texts), len(texts) - len(todo), len(todo))
+            # Chunk by chunk, each committed: a killed run keeps what it labelled.
+            for start in range(0, len(todo), CACHE_CHUNK):
+                chunk = todo[start:start + CACHE_CHUNK]
+                fresh = self.labeller()([texts[i] for i in chunk])
+                items = {keys[i]: row.tolist() for i, row in zip(chunk, fresh)}
+                cache.put_many(model, items)
+                found.update(items)
+        out = np.array([found[k] for k in keys], dtype=np.int8)
+        if out.shape != (len(texts), N_HEADS):
+            raise ValueError(f"label cache {cache.path} holds rows of the wrong shape; delete it")
+        return out
 
     def config(self) -> dict:
         cfg = super().config()
         try:
             weights, vocab = self.files()
             cfg.update(weights=str(weights), weights_bytes=weights.stat().st_size, vocab=str(vocab),
-                       batch_size=self.batch_size)
+                       batch_size=self.batch_size, fingerprint=self.fingerprint(), label_cache=self.label_cache)
         except MetricUnavailable:
             cfg.update(weights=None)
         return cfg

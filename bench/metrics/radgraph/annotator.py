@@ -29,9 +29,7 @@ import importlib.metadata
 import json
 import logging
 import os
-import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -44,6 +42,7 @@ from typing import Any, Sequence
 from bench.errors import MetricUnavailable
 from bench.hub import hub_reachable, offline, require_hub_file
 from bench.metrics.radgraph.rewards import PINNED_VERSION, AnnotationError
+from bench.metrics.text_cache import TextCache, file_sha256, text_key
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,6 @@ PROTOCOL = 1
 INSTALL_HINT = (f"make an environment with `python -m venv ~/radgraph-env && ~/radgraph-env/bin/pip install "
                 f"radgraph=={PINNED_VERSION}` and set {PYTHON_ENV}=~/radgraph-env/bin/python "
                 f"(docs/metrics-rger.md)")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def default_cache_dir() -> Path:
@@ -133,28 +131,18 @@ def locate_archive(model_type: str, model_path: str | Path | None = None,
     return require_hub_file(WEIGHTS_REPO, f"{model_type}.tar.gz", hf_cache_dir, "RadGraph weights", MODEL_ENV)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_fingerprint(archive: Path, model_type: str) -> str:
     """Identifies the annotating model: radgraph version, model type and the weights' bytes.
 
-    A Hugging Face cache entry is a link to a blob named by the file's SHA-256, so its
-    content hash comes for free; other files are hashed (about a second per 500 MB).
+    The content hash is bench.metrics.text_cache.file_sha256 (free for Hugging Face cache blobs).
     """
     if archive.is_dir():
-        parts = [_sha256_file(archive / "config.json")]
+        parts = [file_sha256(archive / "config.json")]
         if (archive / "weights.th").is_file():
-            parts.append(_sha256_file(archive / "weights.th"))
+            parts.append(file_sha256(archive / "weights.th"))
         content = hashlib.sha256("".join(parts).encode()).hexdigest()
     else:
-        blob = Path(os.path.realpath(archive)).name
-        content = blob if _HEX64.fullmatch(blob) else _sha256_file(archive)
+        content = file_sha256(archive)
     return hashlib.sha256(f"radgraph=={PINNED_VERSION}|{model_type}|{content}".encode()).hexdigest()[:24]
 
 
@@ -232,48 +220,6 @@ def check_encoder(name: str | None, hf_cache_dir: Path | None = None) -> None:
                                 f"download it with `huggingface-cli download {name}` where the hub is reachable")
 
 
-# -- the annotation cache -------------------------------------------------------------
-
-def text_key(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-class AnnotationCache:
-    """SQLite store of annotations keyed by (model fingerprint, SHA-256 of the text)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS annotations (model TEXT NOT NULL, text_sha TEXT NOT NULL, "
-                         "annotation TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (model, text_sha))")
-        self._db.commit()
-
-    def get_many(self, model: str, keys: Sequence[str]) -> dict[str, dict]:
-        found: dict[str, dict] = {}
-        keys = list(keys)
-        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT text_sha, annotation FROM annotations WHERE model = ? AND text_sha "
-                                    f"IN ({marks})", [model, *chunk])
-            found.update((k, json.loads(a)) for k, a in rows)
-        return found
-
-    def put_many(self, model: str, items: dict[str, dict]) -> None:
-        now = time.time()
-        self._db.executemany("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?, ?)",
-                             [(model, k, json.dumps(a), now) for k, a in items.items()])
-        self._db.commit()
-
-    def count(self, model: str) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM annotations WHERE model = ?", [model]).fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
-
-
 # -- the annotator --------------------------------------------------------------------
 
 EMPTY_ANNOTATION: dict[str, Any] = {"text": "", "entities": {}}
@@ -338,7 +284,7 @@ class RadGraphAnnotator:
         out: dict[str, dict] = {}
         if wanted:
             resolved = self.resolve()
-            cache = AnnotationCache(self.cache_dir / "annotations.sqlite")
+            cache = TextCache(self.cache_dir / "annotations.sqlite", "annotations", "annotation")
             try:
                 out = cache.get_many(resolved.fingerprint, list(wanted))
                 missing = [k for k in wanted if k not in out]
