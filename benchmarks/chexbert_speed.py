@@ -6,9 +6,11 @@ checked identical before any time is reported. Beside them, in the same run:
 
 - floor: the dense matrix products any exact float32 BERT forward over these reports must
   do (per layer: QKV, attention output, the two feed-forward products, on the reports'
-  tokens without padding), timed alone on the same threads. No implementation that
-  computes the same numbers can beat it, so reference_s / floor_s is the largest speed-up
-  over the reference that exact labels allow on this machine.
+  tokens without padding), timed alone on the same threads. Only the [CLS] state of the
+  last layer is used, so an exact implementation could skip that layer's query, output and
+  feed-forward products for the other tokens; `max_exact_speedup` credits that saving
+  (reference_s / (floor_s x the share of products left)). Nothing that computes the same
+  numbers in float32 can beat it on this machine.
 - ours, cached: the same reports labelled again through the metric's label cache (what a
   second system scored against the same references, or a re-score, costs).
 
@@ -69,8 +71,11 @@ def floor_products(lengths: list[int], hidden: int, layers: int, intermediate: i
             torch.mm(x, w_1, out=h1)
             torch.mm(h1, w_2, out=h2)
 
-    flops = 2 * tokens * layers * (3 * hidden * hidden + hidden * hidden + 2 * hidden * intermediate)
-    return run, flops
+    per_token = 3 * hidden * hidden + hidden * hidden + 2 * hidden * intermediate
+    flops = 2 * tokens * layers * per_token
+    # Last layer, tokens other than [CLS]: only keys and values are needed.
+    skippable = 2 * (tokens - len(lengths)) * (per_token - 2 * hidden * hidden)
+    return run, flops, skippable
 
 
 def main() -> None:
@@ -93,7 +98,7 @@ def main() -> None:
                                                  intermediate)
         ours = CheXbertLabeller(ckpt, vocab, batch_size=args.batch_size)
         cached = CheXbertMetric(weights_path=ckpt, tokenizer_path=vocab, label_cache_dir=Path(tmp) / "labels")
-        floor, flops = floor_products(lengths, hidden, layers, intermediate)
+        floor, flops, skippable = floor_products(lengths, hidden, layers, intermediate)
         with reference_labeller(ckpt, bert_dir, vocab) as ref:
             expected = np.array(reference_labels(ref, reports))  # also the warm-up
             ours(reports[:4]), floor()
@@ -115,7 +120,8 @@ def main() -> None:
            "tokens_min": int(min(lengths)), "tokens_max": int(max(lengths)),
            "reference_s": best["reference"], "ours_s": best["ours"], "ours_cached_s": best["ours_cached"],
            "floor_s": best["floor"], "floor_gflops": flops / best["floor"] / 1e9,
-           "speedup": best["reference"] / best["ours"], "max_exact_speedup": best["reference"] / best["floor"],
+           "speedup": best["reference"] / best["ours"],
+           "max_exact_speedup": best["reference"] / (best["floor"] * (flops - skippable) / flops),
            "ours_over_floor": best["ours"] / best["floor"], "cached_speedup": best["reference"] / best["ours_cached"],
            "labels_identical": True, "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
            "all_times_s": {k: [round(t, 4) for t in v] for k, v in times.items()}}
@@ -127,8 +133,8 @@ def main() -> None:
     for name, label in (("reference", "f1chexbert, one at a time"), ("ours", "ours, batched"),
                         ("floor", "floor: the dense products alone"), ("ours_cached", "ours, labels cached")):
         print(f"  {label:34s} {best[name]:8.3f} s  {n / best[name]:10.1f} reports/s")
-    print(f"  ours vs reference {res['speedup']:.2f}x; floor vs reference {res['max_exact_speedup']:.2f}x "
-          f"(the most exact labels allow; floor runs at {res['floor_gflops']:.0f} GFLOP/s); ours at "
+    print(f"  ours vs reference {res['speedup']:.2f}x; the most exact labels allow: "
+          f"{res['max_exact_speedup']:.2f}x (floor runs at {res['floor_gflops']:.0f} GFLOP/s); ours at "
           f"{res['ours_over_floor']:.2f}x the floor; cached re-label {res['cached_speedup']:.0f}x")
 
 
