@@ -37,7 +37,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.metrics.chexbert import CheXbertLabeller, CheXbertMetric, encode, load_tokenizer  # noqa: E402
+from bench.metrics.chexbert import (DEFAULT_BATCH, CheXbertLabeller, CheXbertMetric, encode,  # noqa: E402
+                                    load_tokenizer)
 from bench.metrics.chexbert_reference import (reference_labeller, reference_labels,  # noqa: E402
                                               write_random_checkpoint)
 
@@ -82,7 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-reports", type=int, default=96)
     ap.add_argument("--size", choices=sorted(SIZES), default="bert-base")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()

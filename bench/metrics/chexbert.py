@@ -56,6 +56,9 @@ N_HEADS = len(OBSERVATIONS)  # 13 four-way heads + No Finding
 # (tokenisation, truncation, the model's forward pass).
 LABELS_VERSION = "chexbert-labels-1"
 CACHE_CHUNK = 512  # texts labelled and committed to the label cache at a time
+# Reports per forward pass. On a 2-core CPU with BERT-base, 8-16 ran at 1.6x the one-at-a-time
+# reference and 32 at 1.4x (more padding per batch); docs/benchmarks.md.
+DEFAULT_BATCH = 16
 
 
 def locate_weights(weights_path: str | Path | None = None, cache_dir: Path | None = None) -> Path:
@@ -202,7 +205,7 @@ def load_labeller(weights: str | Path, device: str = "cpu"):
 class CheXbertLabeller:
     """Labels reports with CheXbert: (n, 14) class codes, batched."""
 
-    def __init__(self, weights: str | Path, vocab: str | Path, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, weights: str | Path, vocab: str | Path, device: str = "cpu", batch_size: int = DEFAULT_BATCH):
         self.tokenizer = load_tokenizer(vocab)
         self.model = load_labeller(weights, device)
         self.device = device
@@ -243,7 +246,7 @@ class CheXbertMetric(LabelF1Metric):
                    "Consolidation, Atelectasis, Pleural Effusion; as the f1chexbert package")
 
     def __init__(self, weights_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
-                 device: str = "cpu", batch_size: int | str = 32, cache_dir: str | Path | None = None,
+                 device: str = "cpu", batch_size: int | str = DEFAULT_BATCH, cache_dir: str | Path | None = None,
                  label_cache: bool | str = True, label_cache_dir: str | Path | None = None):
         self.weights_path, self.tokenizer_path = weights_path, tokenizer_path
         self.label_cache = parse_bool("chexbert label_cache", label_cache)
