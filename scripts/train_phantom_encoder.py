@@ -181,12 +181,14 @@ def augment(batch: torch.Tensor, rng: torch.Generator,
 
 def finding_masks(root: Path, seed: int, n_train: int, names: list[str], image_size: int,
                   wanted: set[str]) -> dict[str, np.ndarray]:
-    """dicom_id -> (len(names), 256, 256) uint8 pixel masks of `names` in a generated train split.
+    """dicom_id -> (len(names), image_size, image_size) 0/1 masks of `names` in a generated train split.
 
     Re-runs the generator's plan for the split (bench.data.phantom.generate's order of random
     draws) and paints each positive frontal image twice, with and without each finding; the
     finding's pixels are where the two differ by more than 8 grey levels. Only findings that
     draw no random numbers while painted can be isolated this way (nodule, rib fracture).
+    `image_size` must be the size the split was generated at (256), or the check against the
+    JPEGs on disk stops the run.
     """
     from bench.data.phantom.anatomy import Nuisance, Painter
     from bench.data.phantom.findings import assign_ids, sample_split
