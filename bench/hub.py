@@ -15,13 +15,15 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bench.options import TRUE_WORDS
+
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 3.0
 
 
 def offline() -> bool:
     # Read at call time (huggingface_hub reads it once, at import).
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE_WORDS
 
 
 def hub_reachable(timeout_s: float = PROBE_TIMEOUT_S) -> bool:

@@ -6,8 +6,8 @@ from typing import Any
 
 from bench.errors import BenchError
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 def parse_bool(what: str, value: Any) -> bool:
@@ -15,8 +15,8 @@ def parse_bool(what: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in _TRUE:
+    if text in TRUE_WORDS:
         return True
-    if text in _FALSE:
+    if text in FALSE_WORDS:
         return False
     raise BenchError(f"{what}={value!r}: expected true or false")

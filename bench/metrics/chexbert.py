@@ -308,20 +308,10 @@ class CheXbertMetric(LabelF1Metric):
     def _label_cached(self, texts: list[str]) -> np.ndarray:
         from bench.data.default import cache_root
 
-        model = self.fingerprint()
         keys = [text_key(t) for t in texts]
         with TextCache((self.label_cache_dir or cache_root() / "chexbert") / "labels.sqlite", "labels") as cache:
-            found = cache.get_many(model, keys)
-            todo = [i for i, k in enumerate(keys) if k not in found]
-            log.info("chexbert: %d distinct texts, %d labelled before, %d to label",
-                     len(texts), len(texts) - len(todo), len(todo))
-            # Chunk by chunk, each committed: a killed run keeps what it labelled.
-            for start in range(0, len(todo), CACHE_CHUNK):
-                chunk = todo[start:start + CACHE_CHUNK]
-                fresh = self.labeller()([texts[i] for i in chunk])
-                items = {keys[i]: row.tolist() for i, row in zip(chunk, fresh)}
-                cache.put_many(model, items)
-                found.update(items)
+            found = cache.get_or_compute(self.fingerprint(), dict(zip(keys, texts)),
+                                         lambda batch: self.labeller()(batch).tolist(), CACHE_CHUNK, "chexbert")
         out = np.array([found[k] for k in keys], dtype=np.int8)
         if out.shape != (len(texts), N_HEADS):
             raise ValueError(f"label cache {cache.path} holds rows of the wrong shape; delete it")

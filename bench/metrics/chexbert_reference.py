@@ -25,7 +25,7 @@ REFERENCE_CODES = {"": BLANK, 1: POSITIVE, 0: NEGATIVE, -1: UNCERTAIN}
 
 
 def write_random_checkpoint(dirpath: Path, vocab: Path, texts: Sequence[str], hidden: int, layers: int,
-                            intermediate: int, seed: int = 0, head_std: float = 1.0) -> tuple[Path, Path]:
+                            intermediate: int, seed: int = 0) -> tuple[Path, Path]:
     """A random CheXbert checkpoint in chexbert.pth's format, and its BERT part as a HF directory.
 
     A random BERT's [CLS] state is almost the same vector whatever the text, so random heads
@@ -46,7 +46,7 @@ def write_random_checkpoint(dirpath: Path, vocab: Path, texts: Sequence[str], hi
         cls = model.bert(batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state[:, 0]
         mean_cls = cls.mean(0)
         for head in model.linear_heads:
-            head.weight.normal_(0, head_std)
+            head.weight.normal_(0, 1.0)
             head.bias.copy_(-head.weight @ mean_cls)
     dirpath.mkdir(parents=True, exist_ok=True)
     ckpt = dirpath / "chexbert.pth"

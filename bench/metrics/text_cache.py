@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+log = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[a-z_]+")
@@ -80,6 +83,25 @@ class TextCache:
         self._db.executemany(f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?, ?, ?)",
                              [(model, k, json.dumps(v), now) for k, v in items.items()])
         self._db.commit()
+
+    def get_or_compute(self, model: str, inputs: Mapping[str, Any], compute: Callable[[list[Any]], Sequence[Any]],
+                       chunk: int, what: str) -> dict[str, Any]:
+        """Values for every key of `inputs` (key -> the input it stands for).
+
+        Stored values are read; the rest are computed by `compute` (a list of inputs -> their
+        values, in order) `chunk` at a time, and each chunk is committed before the next, so a
+        killed run keeps what it finished. `what` names the work in the log line.
+        """
+        found = self.get_many(model, list(inputs))
+        missing = [k for k in inputs if k not in found]
+        log.info("%s: %d distinct texts, %d stored before, %d to compute", what, len(inputs),
+                 len(inputs) - len(missing), len(missing))
+        for start in range(0, len(missing), chunk):
+            keys = missing[start:start + chunk]
+            fresh = dict(zip(keys, compute([inputs[k] for k in keys]), strict=True))
+            self.put_many(model, fresh)
+            found.update(fresh)
+        return found
 
     def count(self, model: str) -> int:
         return self._db.execute(f"SELECT COUNT(*) FROM {self.table} WHERE model = ?", [model]).fetchone()[0]

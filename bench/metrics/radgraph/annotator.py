@@ -284,19 +284,10 @@ class RadGraphAnnotator:
         out: dict[str, dict] = {}
         if wanted:
             resolved = self.resolve()
-            cache = TextCache(self.cache_dir / "annotations.sqlite", "annotations", "annotation")
-            try:
-                out = cache.get_many(resolved.fingerprint, list(wanted))
-                missing = [k for k in wanted if k not in out]
-                log.info("radgraph: %d distinct texts, %d cached, %d to annotate",
-                         len(wanted), len(wanted) - len(missing), len(missing))
-                for start in range(0, len(missing), self.config.chunk):
-                    chunk = missing[start:start + self.config.chunk]
-                    fresh = dict(zip(chunk, self._run_worker(resolved, [wanted[k] for k in chunk])))
-                    cache.put_many(resolved.fingerprint, fresh)
-                    out.update(fresh)
-            finally:
-                cache.close()
+            with TextCache(self.cache_dir / "annotations.sqlite", "annotations", "annotation") as cache:
+                out = cache.get_or_compute(resolved.fingerprint, wanted,
+                                           lambda texts: self._run_worker(resolved, texts),
+                                           self.config.chunk, "radgraph")
         return [out[k] if k in out else dict(EMPTY_ANNOTATION) for k in keys]
 
     def _run_worker(self, resolved: _Resolved, texts: list[str]) -> list[dict]:
