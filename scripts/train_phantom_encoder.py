@@ -93,6 +93,10 @@ class TrainConfig:
     located_weight: float = 0.0
     located: str = "nodule,rib_fracture"
 
+    def located_names(self) -> list[str]:
+        """The findings the per-patch loss supervises; none when that loss is off."""
+        return [n for n in self.located.split(",") if n] if self.located_weight > 0 else []
+
 
 # --- data -------------------------------------------------------------------------------------
 
@@ -269,14 +273,16 @@ def train(pixels: torch.Tensor, labels: np.ndarray, mean: float, std: float, cfg
     else:
         model = build_model(cfg)
     head = torch.nn.Linear(cfg.hidden_size, labels.shape[1])
-    patch_head = torch.nn.Linear(cfg.hidden_size, labels.shape[1])
     params = list(model.parameters()) + list(head.parameters())
+    # Extra heads are built only when their loss is on: building one draws from torch's random
+    # state and would change every later draw (and so the runs documented without it).
     if cfg.mil_weight > 0:
+        patch_head = torch.nn.Linear(cfg.hidden_size, labels.shape[1])
         params += list(patch_head.parameters())
     masks = masks or {}
-    located = [n for n in cfg.located.split(",") if n] if cfg.located_weight > 0 else []
-    located_head = torch.nn.Linear(cfg.hidden_size, max(1, len(located)))
+    located = cfg.located_names()
     if located:
+        located_head = torch.nn.Linear(cfg.hidden_size, len(located))
         params += list(located_head.parameters())
         # Finding pixels touch a few patches of a few % of images: weight positives as above.
         p = cfg.patch_size
@@ -433,8 +439,7 @@ def main(argv: list[str] | None = None) -> None:
         mean = float(pixels.float().mean() / 255)
         std = float(pixels.float().std() / 255)
         masks = {}
-        if cfg.located_weight > 0:
-            names = [n for n in cfg.located.split(",") if n]
+        if names := cfg.located_names():
             row_of = {s.dicom_id: k for k, s in enumerate(samples)}
             for root, seed in zip(roots, seeds):
                 found = finding_masks(root, seed, args.n_train, names, cfg.image_size, set(row_of))
