@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterator, Sequence
 
-from bench.data.records import Sample
+from bench.data.records import Query
 from bench.systems.base import Prediction, System
 
 
@@ -23,8 +23,8 @@ class ConstantSystem(System):
     description = "the most common training findings, for every sample"
     needs_train = True
 
-    def __init__(self, **options):
-        super().__init__(**options)
+    def __init__(self, options=None):
+        super().__init__(options)
         self.text: str | None = None
         self.support: int = 0
         self.n_train: int = 0
@@ -46,11 +46,11 @@ class ConstantSystem(System):
         self.text = spelling[key].most_common(1)[0][0]
         self.n_train = len(train.samples)
 
-    def generate(self, samples: Sequence[Sample], ctx) -> Iterator[Prediction]:
+    def generate(self, queries: Sequence[Query], ctx) -> Iterator[Prediction]:
         assert self.text is not None, "fit() first"
         prov = {"source": "most common training findings", "support": self.support, "n_train": self.n_train}
-        for s in samples:
-            yield Prediction(s.id, self.text, s.findings, prov)
+        for q in queries:
+            yield Prediction(q.id, self.text, prov)
 
     def config(self) -> dict:
-        return {"name": self.name, "text": self.text, "support": self.support}
+        return {**super().config(), "text": self.text, "support": self.support}

@@ -26,8 +26,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from bench.data.records import Sample
+from pydantic import Field, field_validator
+
+from bench.data.records import Query
 from bench.errors import BenchError
+from bench.options import OptionsModel
 from bench.systems.base import Prediction, System
 
 log = logging.getLogger(__name__)
@@ -38,19 +41,27 @@ class ExternalSystem(System):
     name = "external"
     description = "a command following the ReXrank contract: CMD <input_json> <output_json> <img_root>"
 
-    def __init__(self, cmd: str = "", timeout: str | float = 0, label: str = "", **options: Any):
-        super().__init__(**options)
-        if not cmd:
-            raise BenchError("system `external` needs a command: --opt cmd='python /path/inference.py'")
-        self.cmd = shlex.split(cmd)
-        self.timeout = float(timeout) or None
-        self.label = label or Path(self.cmd[-1]).name
+    class Options(OptionsModel):
+        cmd: str = Field(description="the command; it is called as CMD <input_json> <output_json> <img_root>")
+        timeout: float = Field(0, ge=0, description="seconds before the command is stopped; 0: no limit")
 
-    def generate(self, samples: Sequence[Sample], ctx) -> Iterator[Prediction]:
-        if not samples:
+        @field_validator("cmd")
+        @classmethod
+        def _not_blank(cls, v: str) -> str:
+            if not shlex.split(v):
+                raise ValueError("give the command, e.g. --opt external.cmd='python /path/inference.py'")
+            return v
+
+    def __init__(self, options: Options):
+        super().__init__(options)
+        self.cmd = shlex.split(options.cmd)
+        self.timeout = options.timeout or None
+
+    def generate(self, queries: Sequence[Query], ctx) -> Iterator[Prediction]:
+        if not queries:
             return
         img_root = ctx.data_root
-        payload = {s.id: _input_record(s, img_root) for s in samples}
+        payload = {q.id: _input_record(q, img_root) for q in queries}
         blob = json.dumps(payload, sort_keys=True).encode()
         digest = hashlib.sha256(blob + " ".join(self.cmd).encode()).hexdigest()[:12]
         work = Path(ctx.work_dir) / "external"
@@ -62,17 +73,17 @@ class ExternalSystem(System):
             inp.write_bytes(blob)
             self._run(inp, out, img_root, work)
         outputs = _read_output(out)
-        missing = [s.id for s in samples if s.id not in outputs]
+        missing = [q.id for q in queries if q.id not in outputs]
         if missing:
             log.warning("%d of %d ids missing from %s (first: %s); they get empty predictions",
-                        len(missing), len(samples), out, missing[:3])
+                        len(missing), len(queries), out, missing[:3])
         prov_base = {"command": " ".join(self.cmd), "output_file": str(out)}
-        for s in samples:
-            text = outputs.get(s.id)
+        for q in queries:
+            text = outputs.get(q.id)
             prov = dict(prov_base)
             if text is None:
                 prov["error"] = "missing from the command's output"
-            yield Prediction(s.id, text or "", s.findings, prov)
+            yield Prediction(q.id, text or "", prov)
 
     def _run(self, inp: Path, out: Path, img_root: Path, work: Path) -> None:
         argv = [*self.cmd, str(inp), str(out), str(img_root)]
@@ -96,10 +107,10 @@ class ExternalSystem(System):
         log.info("external system finished in %.1fs", time.perf_counter() - t0)
 
     def config(self) -> dict:
-        return {"name": self.name, "cmd": self.cmd, "label": self.label, "timeout": self.timeout}
+        return {**super().config(), "argv": self.cmd}
 
 
-def _input_record(s: Sample, img_root: Path) -> dict[str, Any]:
+def _input_record(s: Query, img_root: Path) -> dict[str, Any]:
     try:
         rel = str(Path(s.image_path).relative_to(img_root))
     except ValueError:

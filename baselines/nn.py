@@ -1,4 +1,4 @@
-"""`nn`: the nearest-neighbour baseline of the paper (DESIGN.md §1.9).
+"""`nn`: the nearest-neighbour baseline of the paper (docs/method.md, Nearest-neighbour baseline).
 
 The findings of the training image whose encoder CLS token is closest in L2 to the test
 image's. Tokens come from the shared token cache, so the encoder runs once per image
@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from baselines.nn_search import nearest_neighbours
-from bench.data.records import Sample
+from bench.data.records import Query, Sample
 from bench.errors import DataError
 from bench.systems.base import Prediction, System
 
@@ -26,8 +26,8 @@ class NearestNeighbourSystem(System):
     description = "findings of the nearest training image by encoder CLS token (L2)"
     needs_train = True
 
-    def __init__(self, **options):
-        super().__init__(**options)
+    def __init__(self, options=None):
+        super().__init__(options)
         self.train_tokens: np.ndarray | None = None
         self.train_samples: list[Sample] = []
 
@@ -38,19 +38,19 @@ class NearestNeighbourSystem(System):
         self.train_samples = list(train.samples)
         self.train_tokens = ctx.tokens(train.samples, "train")
 
-    def generate(self, samples: Sequence[Sample], ctx) -> Iterator[Prediction]:
+    def generate(self, queries: Sequence[Query], ctx) -> Iterator[Prediction]:
         assert self.train_tokens is not None, "fit() first"
-        if not samples:
+        if not queries:
             return
-        tokens = ctx.tokens(samples, samples[0].split if samples else "query")
+        tokens = ctx.tokens(queries, queries[0].split)
         t0 = time.perf_counter()
         res = nearest_neighbours(tokens, self.train_tokens)
         ctx.timings["nn_search_s"] = time.perf_counter() - t0
-        for s, j, d in zip(samples, res.index, res.distance):
+        for q, j, d in zip(queries, res.index, res.distance):
             nb = self.train_samples[int(j)]
-            yield Prediction(s.id, nb.findings, s.findings,
+            yield Prediction(q.id, nb.findings,
                              {"neighbour_dicom_id": nb.dicom_id, "neighbour_study_id": nb.study_id,
                               "distance": float(d)})
 
     def config(self) -> dict:
-        return {"name": self.name, "metric": "l2", "search": "exact, chunked matmul + float64 re-rank"}
+        return {**super().config(), "metric": "l2", "search": "exact, chunked matmul + float64 re-rank"}

@@ -1,8 +1,12 @@
 """RunContext: what a system may use while fitting and generating.
 
 It owns the dataset splits (loaded once), the encoder and its token cache (so SAE-Rad and
-the nearest-neighbour baseline share encoded tokens), the device, and a record of what
-was used, which ends up in the run manifest.
+the nearest-neighbour baseline share encoded tokens), the device, the one cache root every
+cache lives under, and a record of what was used, which ends up in the run manifest.
+
+The split under test is sealed: a system reads it only as the queries `generate` receives
+(no findings). `dataset(split)` refuses it, and `test_findings` answers only a context
+opened for a system that declares `reads_test_findings` (the `reference` sanity system).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.data.records import Dataset, Sample
+from bench.data.records import Dataset, Query, Sample
+from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ class RunContext:
     batch_size: int = 32
     limit: int | None = None  # evaluate only the first N samples of the split (smoke runs)
     progress: bool = True
+    eval_split: str | None = None  # the split under test: sealed from systems (see the module doc)
+    allow_test_findings: bool = False
     _datasets: dict[str, Dataset] = field(default_factory=dict, repr=False)
     _encoder: Any = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
@@ -45,6 +52,33 @@ class RunContext:
 
     # -- data --------------------------------------------------------------
     def dataset(self, split: str) -> Dataset:
+        """A split a system may read whole (findings included): anything but the split under test."""
+        # Evaluating on the training split itself is allowed: fit() sees it whole anyway.
+        if self.eval_split is not None and split == self.eval_split and split != "train":
+            raise BenchError(f"systems may not read the {split} split under test; they receive its samples as "
+                             "queries in generate() (image, view, indication, priors), without findings")
+        return self._load(split)
+
+    def evaluation_dataset(self) -> Dataset:
+        """The split under test, findings included: for the harness (queries, references), not systems."""
+        if self.eval_split is None:
+            raise BenchError("this context has no split under test")
+        return self._load(self.eval_split)
+
+    def test_findings(self, sample_id: str) -> str:
+        """The reference findings of a test sample, for systems that declare `reads_test_findings`."""
+        if not self.allow_test_findings:
+            raise BenchError("only a system that declares reads_test_findings (the `reference` sanity check) "
+                             "may read the test findings")
+        findings = self._findings_by_id()
+        if sample_id not in findings:
+            raise BenchError(f"no test sample with id {sample_id!r}")
+        return findings[sample_id]
+
+    def _findings_by_id(self) -> dict[str, str]:
+        return {s.id: s.findings for s in self.evaluation_dataset().samples}
+
+    def _load(self, split: str) -> Dataset:
         if split not in self._datasets:
             from bench.data.mimic import load_split
 
@@ -77,7 +111,7 @@ class RunContext:
             self.used["encoder"] = {"model": self.encoder_name, "fingerprint": self._encoder.fingerprint}
         return self._encoder
 
-    def tokens(self, samples: Sequence[Sample], label: str) -> np.ndarray:
+    def tokens(self, samples: Sequence[Sample | Query], label: str) -> np.ndarray:
         """CLS tokens (N, d) aligned with `samples`; encodes what the cache lacks.
 
         `label` (e.g. the split) names this batch of work in timings and the manifest."""

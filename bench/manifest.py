@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("saerad-bench", "torch", "transformers", "huggingface_hub", "numpy", "pandas", "pyarrow",
-            "pillow", "scikit-learn", "pycocoevalcap", "rouge-score", "safetensors", "radgraph",
+            "pillow", "scikit-learn", "pycocoevalcap", "safetensors", "radgraph",
             "f1chexbert", "httpx2", "llama_cpp_python", "anthropic")
 
 

@@ -1,4 +1,4 @@
-"""`saerad`: SAE-Rad end to end as a benchmark system (paper §4.2, DESIGN.md §1).
+"""`saerad`: SAE-Rad end to end as a benchmark system (paper §4.2; docs/method.md).
 
 fit:      encode the training images (shared token cache) -> train an SAE on their CLS tokens
           or load one (`sae=DIR`) -> feature index (top-k training images per feature) ->
@@ -39,16 +39,16 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from bench.data.records import Sample
+from bench.data.records import Query, Sample
 from bench.errors import BenchError, DataError
-from bench.options import parse_bool
+from bench.options import OptionsModel, validate_options
 from bench.systems.base import Prediction, System
 
 log = logging.getLogger(__name__)
@@ -58,77 +58,47 @@ log = logging.getLogger(__name__)
 PHANTOM_RECIPE = {"steps": 500, "batch_size": 256, "lr": 3e-3}
 
 
-@dataclass
-class SaeRadOptions:
+class SaeRadOptions(OptionsModel):
     sae: str | None = None
     arch: str = "hybrid-gated"
-    expansion: int = 64
-    l1: float = 8e-3
-    steps: int | None = None  # None: 200,000 on MIMIC-CXR, PHANTOM_RECIPE on the phantom
-    batch_size: int | None = None
-    lr: float | None = None
+    expansion: int = Field(64, ge=1)
+    l1: float = Field(8e-3, ge=0)
+    steps: int | None = Field(None, ge=1)  # None: 200,000 on MIMIC-CXR, PHANTOM_RECIPE on the phantom
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
     seed: int = 0
     labels: str | None = None
-    top_k: int = 10
+    top_k: int = Field(10, ge=1)
     llm: str = "none"
     model: str | None = None
-    llm_concurrency: int = 8
-    llm_timeout: float = 120.0
+    llm_concurrency: int = Field(8, ge=1)
+    llm_timeout: float = Field(120.0, gt=0)
     label_prompt: str | None = None
     compose_prompt: str | None = None
-    label_retries: int = 2
+    label_retries: int = Field(2, ge=0)
     tau: float = 0.0
     indication: bool = False
     priors: bool = False
-    max_sentences: int = 6
-    max_features: int | None = None
+    max_sentences: int = Field(6, ge=1)
+    max_features: int | None = Field(None, ge=1)
     device: str = "cpu"
-    chunk_size: int = 1024
+    chunk_size: int = Field(1024, ge=1)
     config: str | None = None
-    label: str | None = None  # the run's display label (read by the runner), not used here
 
-    @classmethod
-    def parse(cls, options: dict[str, Any]) -> "SaeRadOptions":
-        merged: dict[str, Any] = {}
-        if options.get("config"):
-            path = Path(options["config"])
-            if not path.is_file():
-                raise DataError(f"saerad config file {path} does not exist")
-            try:
-                merged.update(json.loads(path.read_text()))
-            except json.JSONDecodeError as e:
-                raise DataError(f"saerad config file {path} is not JSON ({e})") from None
-            merged.pop("description", None)  # free text for people reading the file
-        merged.update(options)
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(merged) - set(known))
-        if unknown:
-            raise BenchError(f"unknown saerad option(s) {unknown}; valid options: {sorted(known)}")
-        values: dict[str, Any] = {}
-        for key, raw in merged.items():
-            kind = str(known[key].type)
-            try:
-                if raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null")
-                                   and "None" in kind and key != "llm"):
-                    values[key] = None
-                elif kind.startswith("bool"):
-                    values[key] = parse_bool(f"saerad option {key}", raw)
-                elif kind.startswith("int"):
-                    values[key] = int(raw)
-                elif kind.startswith("float"):
-                    values[key] = float(raw)
-                else:
-                    values[key] = str(raw)
-            except ValueError:
-                raise BenchError(f"saerad option {key}={raw!r}: expected {kind}") from None
-        opts = cls(**values)
-        if opts.top_k < 1:
-            raise BenchError(f"saerad option top_k must be at least 1, got {opts.top_k}")
-        if opts.llm_concurrency < 1:
-            raise BenchError(f"saerad option llm_concurrency must be at least 1, got {opts.llm_concurrency}")
-        if opts.llm_timeout <= 0:
-            raise BenchError(f"saerad option llm_timeout must be positive (seconds), got {opts.llm_timeout}")
-        return opts
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The options stored in a JSON config file (configs/saerad/*.json)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"saerad config file {p} does not exist")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"saerad config file {p} is not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"saerad config file {p} must hold a JSON object of options")
+    data.pop("description", None)  # free text for people reading the file
+    return data
 
 
 def _fingerprint(obj: Any) -> str:
@@ -162,8 +132,18 @@ class SaeRadSystem(System):
     description = "SAE-Rad: sparse autoencoder features of the CLS token, labelled and composed into findings"
     needs_train = True
 
-    def __init__(self, **options: Any):
-        self.opts = SaeRadOptions.parse(options)
+    Options = SaeRadOptions
+
+    @classmethod
+    def from_options(cls, options=None) -> "SaeRadSystem":
+        # A config file's options come first; options given on the command line override them.
+        raw = dict(options or {})
+        merged = {**read_config_file(raw["config"]), **raw} if raw.get("config") else raw
+        return cls(validate_options(SaeRadOptions, merged, "system saerad"))
+
+    def __init__(self, options: SaeRadOptions | None = None):
+        super().__init__(options)
+        self.opts: SaeRadOptions = self.options  # type: ignore[assignment]
         self.sae: Any = None
         self.sae_dir: Path | None = None
         self.sae_id: str = ""
@@ -334,7 +314,7 @@ class SaeRadSystem(System):
                 out.append(feats)
         return out
 
-    def generate(self, samples: Sequence[Sample], ctx) -> Iterator[Prediction]:
+    def generate(self, samples: Sequence[Query], ctx) -> Iterator[Prediction]:
         if self.sae is None:
             raise BenchError("saerad: fit() must run before generate()")
         from saerad.compose.llm import LLMComposer
@@ -357,7 +337,7 @@ class SaeRadSystem(System):
                 comps = composer.compose_many(list(zip(chunk, feats)))
                 fallbacks += sum(c.method != "llm" for c in comps)
             for s, fs, comp in zip(chunk, feats, comps):
-                yield Prediction(s.id, comp.text, s.findings, {
+                yield Prediction(s.id, comp.text, {
                     "composer": comp.method,
                     "tau": self.opts.tau,
                     "n_active": len(fs),
@@ -372,8 +352,7 @@ class SaeRadSystem(System):
             ctx.used.setdefault("llm", {})["saerad"] = {**client.manifest(), "stages": self.llm_stages}
 
     def config(self) -> dict[str, Any]:
-        opts = {f.name: getattr(self.opts, f.name) for f in fields(self.opts) if f.name != "label"}
-        return {"name": self.name, "options": opts, "sae_dir": str(self.sae_dir) if self.sae_dir else None,
+        return {**super().config(), "sae_dir": str(self.sae_dir) if self.sae_dir else None,
                 "sae_fingerprint": self.sae_id, "train": self.train_info,
                 "index_dir": str(self.index_dir) if self.index_dir else None,
                 "labels": str(self.labels_path) if self.labels_path else None, "label_counts": self.label_counts}

@@ -1,9 +1,10 @@
 """Read MIMIC-CXR-JPG (images, split and metadata tables) and MIMIC-CXR reports into a `Dataset`.
 
-Selection follows the paper (DESIGN.md §2): frontal images (PA/AP) that have a metadata row,
-in the official split; the reference is the findings section, or the impression when there
-are no findings; reports with neither are dropped. Each sample also carries the indication
-and up to `n_priors` earlier reports of the same patient.
+Selection follows the paper (docs/data.md, "The reference, and the paper's selection"):
+frontal images (PA/AP) that have a metadata row, in the official split; the reference is
+the findings section, or the impression when there are no findings; reports with neither
+are dropped. Each sample also carries the indication and up to `n_priors` earlier reports
+of the same patient.
 
 Layout read (MIMIC-CXR-JPG 2.0.0 on PhysioNet)::
 

@@ -1,8 +1,10 @@
 """The records every stage of the harness passes along.
 
 A `Sample` is the unit of evaluation: one frontal image (the paper's convention) or, with
-`unit="study"`, one study represented by its first frontal image. Everything a system may
-look at is here; the reference findings travel with it so that scorers need nothing else.
+`unit="study"`, one study represented by its first frontal image, with its reference
+findings. A system under test never sees a test `Sample`: it gets the sample's `Query`,
+which holds what a deployed model would have (image, view, indication, prior reports) and
+not the findings. The scorer joins the references back by sample id.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Prior:
-    """An earlier report of the same subject, without dates (DESIGN.md §1.8)."""
+    """An earlier report of the same subject, without dates (docs/method.md, Report composition)."""
 
     study_id: str
     text: str  # findings of the prior (impression as fallback), as the reader extracted them
@@ -39,6 +41,27 @@ class Sample:
         d["image_path"] = str(self.image_path)
         d["priors"] = [asdict(p) for p in self.priors]
         return d
+
+    def query(self) -> "Query":
+        """What a system under test may see of this sample."""
+        return Query(id=self.id, dicom_id=self.dicom_id, study_id=self.study_id, subject_id=self.subject_id,
+                     split=self.split, view=self.view, image_path=self.image_path, indication=self.indication,
+                     priors=self.priors)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A test sample as a system under test receives it: everything but the reference findings."""
+
+    id: str
+    dicom_id: str
+    study_id: str
+    subject_id: str
+    split: str
+    view: str
+    image_path: Path
+    indication: str = ""
+    priors: tuple[Prior, ...] = ()
 
 
 @dataclass(frozen=True)

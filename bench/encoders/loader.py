@@ -1,4 +1,4 @@
-"""Load a Hugging Face vision backbone and turn images into CLS tokens (DESIGN.md §1.1).
+"""Load a Hugging Face vision backbone and turn images into CLS tokens (docs/method.md, Encoder).
 
 `load_encoder` accepts a local directory (anything written by `save_pretrained`) or a hub id
 such as `microsoft/rad-dino`. Hub ids go through `huggingface_hub.snapshot_download`, which

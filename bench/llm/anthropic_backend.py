@@ -21,11 +21,14 @@ import inspect
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError, ModelUnavailableError
-from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError
+from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError, LLMUnavailable
 from bench.llm.openai_compat import parse_retry_after
+
+if TYPE_CHECKING:
+    from bench.llm.spec import LLMSpec
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class AnthropicBackend(LLMBackend):
                                         "pip install anthropic (or saerad-bench[llm])") from e
         self.api_key = os.environ.get(api_key_env)
         if not self.api_key:
-            raise BenchError(f"no Anthropic API key: set the environment variable {api_key_env}")
+            raise _no_key(api_key_env)
         params = sdk_create_params()
         if structured_output == "auto":
             structured_output = "output_config" if "output_config" in params else "tool"
@@ -74,6 +77,17 @@ class AnthropicBackend(LLMBackend):
         self._http_client_factory = http_client_factory
         self._sdk: Any = None
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_spec(cls, spec: "LLMSpec", **backend_kw: Any) -> "AnthropicBackend":
+        return cls(spec.model or "", **backend_kw)
+
+    def probe(self, timeout: float = 5.0) -> None:
+        """The key's variable is still set. No request is sent: the API bills none for a
+        probe, but a wrong key or model is reported by the first real request (HTTP
+        401/404, final at once, the study then failed)."""
+        if not os.environ.get(self.api_key_env):
+            raise _no_key(self.api_key_env)
 
     def _client(self):
         import anthropic
@@ -154,6 +168,11 @@ class AnthropicBackend(LLMBackend):
         return ChatResponse(text=text, prompt_tokens=int(getattr(usage, "input_tokens", 0) or 0),
                             completion_tokens=int(getattr(usage, "output_tokens", 0) or 0),
                             backend=self.kind, model=self.model, finish_reason=getattr(msg, "stop_reason", None))
+
+
+def _no_key(api_key_env: str) -> LLMUnavailable:
+    return LLMUnavailable(f"no Anthropic API key: the environment variable {api_key_env} is not set",
+                          f"export {api_key_env}=...", kind="auth")
 
 
 def map_status_error(e: Any, api_key_env: str = "ANTHROPIC_API_KEY") -> Exception:

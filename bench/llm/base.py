@@ -10,9 +10,12 @@ from __future__ import annotations
 import abc
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.llm.spec import LLMSpec
 
 ROLES = ("system", "user", "assistant")
 
@@ -49,6 +52,20 @@ class LLMTransientError(LLMError):
 
 class LLMOutputError(LLMError):
     """The model answered, but not in the form asked for (e.g. no JSON in the text)."""
+
+
+class LLMUnavailable(LLMError):
+    """The backend cannot answer here, whatever the request: the server is unreachable, the
+    key is missing or rejected, the model is not served, a package or file is missing.
+
+    Raised by `LLMBackend.probe` (and by constructors for what they can see at once), so a
+    caller can stop before spending anything. `reason` is one line a user understands
+    ("http://gpu:8000/v1 refused the connection"); `remedy` says what to do; `kind` is one
+    of "unreachable", "auth", "model", "server", "setup"."""
+
+    def __init__(self, reason: str, remedy: str = "", kind: str = "setup"):
+        self.reason, self.remedy, self.kind = reason, remedy, kind
+        super().__init__(reason + (f" ({remedy})" if remedy else ""))
 
 
 # -- requests and responses --------------------------------------------------
@@ -140,10 +157,29 @@ class LLMBackend(abc.ABC):
     """One way to reach a model. `complete` makes exactly one attempt.
 
     Raise `LLMTransientError` for what a retry may cure and `LLMRequestError` for what it
-    cannot; the client turns anything else into a failure without retrying."""
+    cannot; the client turns anything else into a failure without retrying.
+
+    Backends are plug-ins: registered under the entry-point group
+    `saerad_bench.llm_backends` and built from a parsed `--llm` spec by `from_spec`."""
 
     kind: str = ""  # "openai", "anthropic", "gguf": part of the cache key
     model: str = ""
+
+    @classmethod
+    def from_spec(cls, spec: "LLMSpec", **backend_kw: Any) -> "LLMBackend":
+        """The backend a parsed spec names; `backend_kw` are backend-specific keywords.
+
+        A plug-in's spec is `kind[:ARG]`, with ARG (when given) in `spec.options["arg"]` and
+        the model name in `spec.model`."""
+        raise BenchError(f"LLM backend {cls.__module__}.{cls.__qualname__} does not define "
+                         "from_spec(spec, **backend_kw); it cannot be built from a --llm spec")
+
+    def probe(self, timeout: float = 5.0) -> None:
+        """Check quickly, before any real request, that this backend can answer at all.
+
+        Raise `LLMUnavailable` with a reason when it cannot (unreachable, key rejected,
+        model not served). Returns None when it can. The default checks nothing: a plug-in
+        without a probe is found out by its first request."""
 
     @abc.abstractmethod
     async def complete(self, req: ChatRequest, timeout: float) -> ChatResponse: ...

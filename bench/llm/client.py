@@ -8,6 +8,10 @@ Retries: timeouts, connection errors, 429 and 5xx (and bodies that are not a rea
 completion) are retried up to `max_retries` times with exponential backoff and jitter;
 a 429's Retry-After is honoured instead of the backoff. Other 4xx answers are final.
 The semaphore is held only while an attempt is in flight, never while backing off.
+
+A request that fails for good is never written to the cache (only answers are), so a
+run against a server that was down asks again once it is up. `probe()` asks the
+backend, before any real request, whether it can answer at all.
 """
 
 from __future__ import annotations
@@ -54,6 +58,15 @@ class LLMClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
         self._inflight: dict[str, asyncio.Future] = {}
+
+    def probe(self, timeout: float = 5.0) -> None:
+        """Raise LLMUnavailable (with a reason) if the backend cannot answer: unreachable,
+        key rejected, model not served. Quick, and makes no chat request where the server
+        lists its models; nothing is cached or counted in `usage`."""
+        t0 = time.perf_counter()
+        self.backend.probe(timeout)
+        log.debug("LLM backend %s:%s answered the probe in %.2f s", self.backend.kind, self.backend.model,
+                  time.perf_counter() - t0)
 
     # -- one request ---------------------------------------------------------
     async def chat(self, req: ChatRequest) -> ChatResponse:

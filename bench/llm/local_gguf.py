@@ -16,10 +16,13 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import ModelUnavailableError
-from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError
+from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError, LLMUnavailable
+
+if TYPE_CHECKING:
+    from bench.llm.spec import LLMSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,18 @@ class LocalGGUFBackend(LLMBackend):
         self.n_ctx, self.n_threads, self.seed = n_ctx, n_threads or min(4, os.cpu_count() or 1), seed
         self._llama: Any = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_spec(cls, spec: "LLMSpec", **backend_kw: Any) -> "LocalGGUFBackend":
+        return cls(spec.model_path, **backend_kw)
+
+    def probe(self, timeout: float = 5.0) -> None:
+        """The file is still there and llama-cpp-python importable; the model itself is
+        loaded by the first request (loading takes long and much memory)."""
+        if not self.path.is_file():
+            raise LLMUnavailable(f"GGUF model file {self.path} does not exist", "give the path of a .gguf file")
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise LLMUnavailable("running a GGUF model needs llama-cpp-python", LLAMA_CPP_INSTALL)
 
     def _load(self) -> Any:
         if self._llama is None:

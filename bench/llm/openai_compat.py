@@ -16,26 +16,44 @@ response_format at all, leaving the JSON to be found in plain text (bench.llm.js
 step down only when the server rejects the request with a 400/422 (or, as llama-cpp-python
 does for failed validation, a 500) whose body names response_format, so other bad
 requests still fail at once.
+
+`probe()` checks each endpoint before any real request: GET {base_url}/models (vLLM,
+llama.cpp and OpenAI all list what they serve there) must answer, accept the key and list
+the model; a server that lists no models is asked one 1-token chat completion instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+from urllib.parse import urlparse
 
 from bench.errors import BenchError
-from bench.llm.base import ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError
+from bench.llm.base import (ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError,
+                            LLMUnavailable)
 from bench.llm.http import httpx_module
+
+if TYPE_CHECKING:
+    from bench.llm.spec import LLMSpec
 
 log = logging.getLogger(__name__)
 
 STRUCTURED_MODES = ("json_schema", "json_object", "none")
 FAILED_ENDPOINT_PAUSE_S = 5.0
+# A probe retries a 429/5xx this many times, this far apart: a server still loading its
+# model answers 503 for a moment, but the probe must give its verdict within seconds.
+PROBE_RETRIES = 2
+PROBE_PAUSE_S = 0.5
+# A chat probe generates one token, which a busy server may queue for a while; only its
+# connection must be quick.
+PROBE_CHAT_READ_S = 30.0
 
 
 @dataclass
@@ -72,10 +90,15 @@ class OpenAICompatBackend(LLMBackend):
         elif api_key_env != "OPENAI_API_KEY":
             # A variable the user named on purpose must exist; the default may be absent
             # (local vLLM and llama.cpp servers need no key).
-            raise BenchError(f"the environment variable {api_key_env} (named as the API key) is not set")
+            raise LLMUnavailable(f"the environment variable {api_key_env} (named as the API key) is not set",
+                                 f"export {api_key_env}=...", kind="auth")
         self._turn = 0
         self._http: Any = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_spec(cls, spec: "LLMSpec", **backend_kw: Any) -> "OpenAICompatBackend":
+        return cls(spec.base_urls, spec.model or "", **backend_kw)
 
     # -- plumbing ---------------------------------------------------------------
     def _client(self):
@@ -205,6 +228,82 @@ class OpenAICompatBackend(LLMBackend):
                             completion_tokens=int(usage.get("completion_tokens") or 0),
                             backend=self.kind, model=self.model, finish_reason=choice.get("finish_reason"))
 
+    # -- probe ----------------------------------------------------------------
+    def probe(self, timeout: float = 5.0) -> None:
+        """Every endpoint reachable, accepting the key and serving the model, or LLMUnavailable.
+
+        One unreachable endpoint among several is only a warning (requests pass it over), but
+        one that rejects the key or serves another model is an error: its answers would be
+        refused, or come from the wrong model."""
+        unreachable: list[LLMUnavailable] = []
+        for ep in self.endpoints:
+            try:
+                self._probe_endpoint(ep, timeout)
+            except LLMUnavailable as e:
+                if e.kind != "unreachable":
+                    raise
+                unreachable.append(e)
+        if len(unreachable) == len(self.endpoints):
+            raise unreachable[0]
+        for e in unreachable:
+            log.warning("%s; requests go to the other endpoints", e.reason)
+
+    def _probe_endpoint(self, ep: _Endpoint, timeout: float) -> None:
+        httpx = httpx_module()
+        with httpx.Client(headers=self._headers, timeout=timeout) as http:
+            r = self._probe_call(http, ep, "GET", "/models", None, timeout)
+            if r.status_code < 400:
+                served = _served_models(r)
+                if served:
+                    if self.model not in served:
+                        shown = ", ".join(served[:10]) + (f", ... ({len(served)} in all)" if len(served) > 10 else "")
+                        raise LLMUnavailable(f"{ep.base_url} does not serve model {self.model!r} (it serves: {shown})",
+                                             "use one of the served names as the model", kind="model")
+                    return
+            elif r.status_code in (401, 403):
+                raise self._rejected(ep, r)
+            # No listing here (404/405/501, or a body without one): one 1-token completion
+            # tells whether the key and the model are accepted.
+            payload = {"model": self.model, "messages": [{"role": "user", "content": "Say OK."}],
+                       "max_tokens": 1, "temperature": 0.0, "stream": False}
+            chat_timeout = httpx.Timeout(max(timeout, PROBE_CHAT_READ_S), connect=timeout)
+            r = self._probe_call(http, ep, "POST", "/chat/completions", payload, chat_timeout)
+            if r.status_code in (401, 403):
+                raise self._rejected(ep, r)
+            if r.status_code == 404:
+                raise LLMUnavailable(f"{ep.base_url} does not serve model {self.model!r} (HTTP 404 on "
+                                     f"/chat/completions: {_snippet(r.text, 160)})",
+                                     "check the model name and the base URL", kind="model")
+            if r.status_code >= 400:
+                # Reachable and not refusing the model; what the real requests make of it
+                # is theirs to report.
+                log.info("%s answered the probe with HTTP %d: %s", ep.base_url, r.status_code, _snippet(r.text, 160))
+
+    def _probe_call(self, http: Any, ep: _Endpoint, method: str, path: str, payload: Any, timeout: Any) -> Any:
+        """One probe request, retried briefly on 429/5xx; transport failures become LLMUnavailable."""
+        httpx = httpx_module()
+        url = ep.base_url + path
+        for attempt in range(PROBE_RETRIES + 1):
+            try:
+                r = http.request(method, url, json=payload, timeout=timeout)
+            except httpx.TimeoutException as e:
+                limit = _limit(timeout, connect=isinstance(e, httpx.ConnectTimeout))
+                raise LLMUnavailable(f"{ep.base_url} did not answer {method} {path} within {limit:g} s",
+                                     "check that the server is up and not overloaded", kind="unreachable") from e
+            except httpx.TransportError as e:
+                raise LLMUnavailable(_transport_reason(ep.base_url, e),
+                                     "start the server or fix the URL", kind="unreachable") from e
+            if r.status_code != 429 and r.status_code < 500:
+                return r
+            if attempt < PROBE_RETRIES:
+                time.sleep(PROBE_PAUSE_S * (attempt + 1))
+        raise LLMUnavailable(f"{ep.base_url} is not ready: HTTP {r.status_code} on {path}: {_snippet(r.text, 160)}",
+                             "wait until the server has loaded its model, or check its log", kind="server")
+
+    def _rejected(self, ep: _Endpoint, r: Any) -> LLMUnavailable:
+        return LLMUnavailable(f"{ep.base_url} rejected the request: HTTP {r.status_code}: {_snippet(r.text, 160)}",
+                              f"check the API key in ${self.api_key_env}", kind="auth")
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "api_key_env": self.api_key_env,
                 "endpoints": [{"base_url": e.base_url, "requests": e.requests, "failures": e.failures,
@@ -227,6 +326,42 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _served_models(r: Any) -> list[str]:
+    """Model ids in an OpenAI-style listing {"data": [{"id": ...}, ...]}; [] when there is none."""
+    try:
+        body = r.json()
+    except ValueError:
+        return []
+    items = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [str(m["id"]) for m in items if isinstance(m, dict) and m.get("id")]
+
+
+def _transport_reason(base_url: str, e: BaseException) -> str:
+    """'refused the connection', 'host ... could not be resolved', or the error itself."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return f"{base_url} refused the connection"
+        if isinstance(cause, socket.gaierror):
+            return f"{base_url}: the host {urlparse(base_url).hostname!r} could not be resolved (DNS: {cause.strerror})"
+        cause = cause.__cause__ or cause.__context__
+    text = str(e)
+    if "refused" in text.lower():
+        return f"{base_url} refused the connection"
+    if "name or service not known" in text.lower() or "name resolution" in text.lower():
+        return f"{base_url}: the host {urlparse(base_url).hostname!r} could not be resolved (DNS: {text})"
+    return f"{base_url} could not be reached: {type(e).__name__}: {text}"
+
+
+def _limit(timeout: Any, connect: bool) -> float:
+    """The seconds a probe waited: a plain number, or an httpx Timeout's connect/read part."""
+    if isinstance(timeout, (int, float)):
+        return float(timeout)
+    return float(getattr(timeout, "connect" if connect else "read", None) or 0.0)
 
 
 def _snippet(text: str, n: int = 300) -> str:

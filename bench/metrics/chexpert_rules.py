@@ -38,7 +38,6 @@ from typing import Sequence
 import numpy as np
 
 from bench.metrics.f1 import BLANK, NEGATIVE, OBSERVATIONS, POSITIVE, UNCERTAIN, LabelF1Metric
-from bench.metrics.registry import register_metric
 
 # -- phrase lists (regex fragments; word boundaries are added around each) -------------
 
@@ -369,6 +368,9 @@ class ChexpertRulesMetric(LabelF1Metric):
     name = "chexpert-rules"
     prefix = "rules"
     columns = ("rules_ma5", "rules_ma14", "rules_mi5", "rules_mi14")
+    # Named so that they are never read as CheXbert's columns.
+    headers = {"rules_ma5": "Ma-5 (rules)", "rules_ma14": "Ma-14 (rules)", "rules_mi5": "Mi-5 (rules)",
+               "rules_mi14": "Mi-14 (rules)"}
     description = ("rule-based CheXpert-style labeller (our own phrase lists: mentions, negation and "
                    "hedge cues with clause scope; NOT CheXbert); rrg mapping (positive/uncertain -> 1); "
                    "F1 as sklearn classification_report, default zero_division; top-5 = Cardiomegaly, "
@@ -376,10 +378,3 @@ class ChexpertRulesMetric(LabelF1Metric):
 
     def label(self, reports: Sequence[str]) -> np.ndarray:
         return label_reports(reports)
-
-
-@register_metric("chexpert-rules")
-def _make_rules(**kwargs) -> ChexpertRulesMetric:
-    if kwargs:
-        raise TypeError(f"chexpert-rules takes no options, got {sorted(kwargs)}")
-    return ChexpertRulesMetric()

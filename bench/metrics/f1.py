@@ -2,9 +2,9 @@
 
 Both metrics label every reference and every prediction with the 14 CheXpert observations,
 map the labels to binary with the "rrg" convention and score them the way the field does
-(DESIGN.md §3): sklearn's `classification_report` with its default `zero_division`, so a
-class whose precision or recall is undefined scores 0, and every class (also one without
-support) counts in the macro average. Ma-5/Ma-14 are macro averages over the top-5 / all 14
+(docs/metrics.md, CheXbert F1): sklearn's `classification_report` with its default
+`zero_division`, so a class whose precision or recall is undefined scores 0, and every class
+(also one without support) counts in the macro average. Ma-5/Ma-14 are macro averages over the top-5 / all 14
 observations, Mi-5/Mi-14 micro averages.
 
 F1 only needs, per class, the true-positive, false-positive and false-negative counts, and
@@ -24,7 +24,7 @@ import pandas as pd
 
 from bench.metrics.base import Metric
 
-# The CheXpert observations in CheXbert's head order (DESIGN.md §3).
+# The CheXpert observations in CheXbert's head order (docs/metrics.md, CheXbert F1).
 OBSERVATIONS: tuple[str, ...] = (
     "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",

@@ -1,39 +1,32 @@
-"""Metric registry: name -> factory. Built-in metrics register on import of bench.metrics."""
+"""Metric registry: metric classes from the entry-point group `saerad_bench.metrics`.
+
+Built-in metrics are declared in pyproject.toml exactly as a third party declares its own.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Any, Mapping
 
-from bench.errors import UnknownNameError
+from bench.errors import BenchError
 from bench.metrics.base import Metric
-
-_FACTORIES: dict[str, Callable[..., Metric]] = {}
-
-
-def register_metric(name: str):
-    def deco(factory: Callable[..., Metric]):
-        _FACTORIES[name] = factory
-        return factory
-
-    return deco
+from bench.registry import metrics as _registry
 
 
 def metric_names() -> list[str]:
-    _load_builtins()
-    return sorted(_FACTORIES)
+    return _registry.names()
 
 
-def get_metric(name: str, **kwargs) -> Metric:
-    _load_builtins()
-    if name not in _FACTORIES:
-        raise UnknownNameError("metric", name, list(_FACTORIES))
-    return _FACTORIES[name](**kwargs)
+def metric_class(name: str) -> type[Metric]:
+    cls = _registry.load(name)
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+        raise BenchError(f"metric {name!r} is registered as {cls!r}, which is not a bench.metrics.base.Metric class")
+    if getattr(cls, "name", None) != name:
+        raise BenchError(f"metric {name!r} is registered with a class named {getattr(cls, 'name', None)!r}; "
+                         "the entry-point name and the class's `name` must agree")
+    return cls
 
 
-def _load_builtins() -> None:
-    # Imported lazily so that `bench --help` does not pay for java/torch checks.
-    import bench.metrics.chexbert  # noqa: F401
-    import bench.metrics.chexpert_rules  # noqa: F401
-    import bench.metrics.nlg  # noqa: F401
-    import bench.metrics.radgraph  # noqa: F401
-    import radfact.metric  # noqa: F401
+def get_metric(name: str, options: Mapping[str, Any] | None = None, cache_root: Path | None = None) -> Metric:
+    """A metric built from raw option strings (validated by its Options model)."""
+    return metric_class(name).from_options(options, cache_root)

@@ -1,50 +1,30 @@
-"""System registry: built-in systems plus third-party ones from the entry-point group
-`saerad_bench.systems` (value: a System subclass), as lm-evaluation-harness does for tasks."""
+"""System registry: System classes from the entry-point group `saerad_bench.systems`
+(built-ins are declared in pyproject.toml exactly as third-party systems are)."""
 
 from __future__ import annotations
 
-import logging
-from importlib.metadata import entry_points
+from typing import Any, Mapping
 
-from bench.errors import UnknownNameError
+from bench.errors import BenchError
+from bench.registry import systems as _registry
 from bench.systems.base import System
 
-log = logging.getLogger(__name__)
-ENTRY_POINT_GROUP = "saerad_bench.systems"
+
+def system_names() -> list[str]:
+    return _registry.names()
 
 
-def _builtin() -> dict[str, type[System]]:
-    from baselines.constant import ConstantSystem
-    from baselines.external import ExternalSystem
-    from baselines.nn import NearestNeighbourSystem
-    from baselines.reference import ReferenceSystem
-
-    classes: list[type[System]] = [NearestNeighbourSystem, ReferenceSystem, ConstantSystem, ExternalSystem]
-    try:
-        from saerad.system import SaeRadSystem  # present once SAE-Rad end to end lands
-        classes.append(SaeRadSystem)
-    except ImportError:
-        pass
-    return {c.name: c for c in classes}
+def system_class(name: str) -> type[System]:
+    cls = _registry.load(name)
+    if not (isinstance(cls, type) and issubclass(cls, System)):
+        raise BenchError(f"system {name!r} is registered as {cls!r}, which is not a bench.systems.base.System class")
+    return cls
 
 
 def available_systems() -> dict[str, type[System]]:
-    systems = _builtin()
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # a broken plug-in must not hide the others
-            log.warning("could not load system plug-in %s (%s): %s", ep.name, ep.value, exc)
-            continue
-        if ep.name in systems:
-            log.warning("plug-in system %s shadows a built-in one; ignoring the plug-in", ep.name)
-            continue
-        systems[ep.name] = cls
-    return systems
+    """Every registered system that loads (a broken plug-in is logged, not fatal here)."""
+    return {n: c for n, c in _registry.load_all().items() if isinstance(c, type) and issubclass(c, System)}
 
 
-def get_system(name: str, **options) -> System:
-    systems = available_systems()
-    if name not in systems:
-        raise UnknownNameError("system", name, list(systems))
-    return systems[name](**options)
+def get_system(name: str, options: Mapping[str, Any] | None = None) -> System:
+    return system_class(name).from_options(options)

@@ -1,4 +1,4 @@
-"""Write a phantom dataset in the MIMIC-CXR-JPG layout (DESIGN.md §2).
+"""Write a phantom dataset in the MIMIC-CXR-JPG layout (docs/data.md).
 
     out_dir/files/pXX/pNNNNNNNN/sMMMMMMMM/<dicom_id>.jpg   images (frontal and lateral)
     out_dir/files/pXX/pNNNNNNNN/sMMMMMMMM.txt              reports

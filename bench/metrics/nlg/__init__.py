@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.errors import BenchError, MetricUnavailable
 from bench.metrics.base import Metric
+from bench.options import OptionsModel
 from bench.metrics.nlg.bleu import MAX_N, bleu_from_counts, bleu_stats
 from bench.metrics.nlg.meteor import (
     METEOR_STAT_FIELDS,
@@ -28,7 +29,6 @@ from bench.metrics.nlg.meteor import (
 )
 from bench.metrics.nlg.rouge import BETA, rouge_l_from_parts, rouge_l_parts
 from bench.metrics.nlg.text import normalise_text
-from bench.metrics.registry import register_metric
 
 __all__ = ["BleuMetric", "RougeMetric", "MeteorMetric", "normalise_text"]
 
@@ -60,12 +60,12 @@ def _require(rows: pd.DataFrame, columns: Sequence[str], metric: str) -> None:
         raise BenchError(f"{metric}: cannot aggregate zero samples")
 
 
-@register_metric("bleu")
 class BleuMetric(Metric):
     """pycocoevalcap BLEU (corpus, 'closest' reference length, one reference per sample)."""
 
     name = "bleu"
     columns = ("bleu4",)
+    headers = {"bleu4": "BL4"}
     description = f"BLEU-4 as pycocoevalcap Bleu(4), corpus-level, from summed n-gram counts; {NORMALISATION}"
 
     _STAT_COLUMNS = (
@@ -104,12 +104,13 @@ class BleuMetric(Metric):
         return {**super().config(), "max_n": MAX_N, "reference_length": "closest", "tiny": 1e-15, "small": 1e-9}
 
 
-@register_metric("rouge")
 class RougeMetric(Metric):
     """pycocoevalcap ROUGE-L (LCS F-measure, beta 1.2), corpus = mean of samples."""
 
     name = "rouge"
     columns = ("rougeL",)
+    headers = {"rougeL": "RG-L"}
+    level = "sample"
     description = f"ROUGE-L as pycocoevalcap Rouge() (LCS F, beta 1.2), mean over samples; {NORMALISATION}"
 
     def per_sample(self, references: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
@@ -135,17 +136,22 @@ class RougeMetric(Metric):
         return {**super().config(), "beta": BETA}
 
 
-@register_metric("meteor")
 class MeteorMetric(Metric):
     """METEOR 1.5 (pycocoevalcap's jar); corpus score from summed sufficient statistics."""
 
     name = "meteor"
     columns = ("meteor",)
+    headers = {"meteor": "MTR"}
     description = (
         "METEOR 1.5 (jar bundled with pycocoevalcap, -l en -norm), corpus score from summed "
         f"statistics as the jar's EVAL; {NORMALISATION}"
     )
     STAT_COLUMNS = tuple(f"meteor_{field}" for field in METEOR_STAT_FIELDS)
+
+    class Options(OptionsModel):
+        java: str = "java"  # the Java runtime that runs the jar
+        memory: str = "2G"  # the jar's -Xmx
+        timeout_s: float = 120.0  # limit per call to the jar
 
     def __init__(self, java: str = "java", memory: str = "2G", timeout_s: float = 120.0):
         self.java, self.memory, self.timeout_s = java, memory, timeout_s

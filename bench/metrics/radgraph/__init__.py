@@ -1,4 +1,4 @@
-"""RGER: RadGraph F1 at reward level "partial" (metric "rger"; DESIGN.md §3).
+"""RGER: RadGraph F1 at reward level "partial" (metric "rger"; docs/metrics.md, RGER).
 
 Every reference and prediction is annotated with RadGraph (entities and relations) by the
 pinned radgraph package (annotator.py); the rewards are then computed by our own code from
@@ -7,21 +7,23 @@ scores 0, as in radgraph's F1RadGraph.
 
 Per-sample columns: rger_simple, rger_partial, rger_complete. Aggregate: "rger" (mean of
 rger_partial, the leaderboard column) plus "rger_simple" and "rger_complete".
-Options (`--opt rger.KEY=VALUE`): see AnnotatorConfig.
+Options (`--metric-opt rger.KEY=VALUE`): see RgerMetric.Options.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from bench.errors import BenchError, MetricUnavailable
 from bench.metrics.base import Metric
-from bench.metrics.radgraph.annotator import AnnotatorConfig, RadGraphAnnotator
+from bench.metrics.radgraph.annotator import DEFAULT_MODEL_TYPE, AnnotatorConfig, RadGraphAnnotator
 from bench.metrics.radgraph.rewards import LEVELS, PINNED_VERSION, rewards
-from bench.metrics.registry import register_metric
+from bench.options import OptionsModel
 
 PER_SAMPLE_COLUMNS = tuple(f"rger_{level}" for level in LEVELS)
 
@@ -29,6 +31,18 @@ PER_SAMPLE_COLUMNS = tuple(f"rger_{level}" for level in LEVELS)
 class RgerMetric(Metric):
     name = "rger"
     columns = ("rger",)
+    headers = {"rger": "RGER"}
+    level = "sample"
+
+    class Options(OptionsModel):
+        model_type: str = DEFAULT_MODEL_TYPE  # radgraph | radgraph-xl | modern-radgraph-xl
+        model_path: str | None = None  # .tar.gz or unpacked directory; else $SAERAD_RADGRAPH_MODEL, HF cache
+        python: str | None = None  # interpreter with radgraph; else $SAERAD_RADGRAPH_PYTHON, our own
+        device: str = "auto"  # auto | cpu | cuda | cuda:N (in the worker process)
+        cache_dir: str | None = None  # annotation cache; default <cache root>/radgraph
+        hf_cache_dir: str | None = None  # Hugging Face cache; default huggingface_hub's
+        chunk: int = Field(256, ge=1)  # texts per worker call; each chunk is committed to the cache
+        timeout_s: float | None = None  # per chunk; None: no limit
     description = (f"RadGraph F1 (Delbrouck et al. 2022), reward level partial: entities as (tokens, label, "
                    f"has relation), set F1 per report, 0 if either side has no entities, mean over reports; "
                    f"annotations by radgraph=={PINNED_VERSION} (weights StanfordAIMI/RRG_scorers), rewards by "
@@ -43,6 +57,11 @@ class RgerMetric(Metric):
             known = ", ".join(AnnotatorConfig.__dataclass_fields__)
             raise BenchError(f"rger: {exc}; options are {known}") from None
         self.annotator = annotator or RadGraphAnnotator(config)
+
+    def attach_cache(self, cache_root: Path | None) -> None:
+        super().attach_cache(cache_root)
+        if cache_root is not None and not self.annotator.config.cache_dir:
+            self.annotator.cache_dir = Path(cache_root) / "radgraph"
 
     def check(self) -> None:
         self.annotator.resolve()
@@ -90,8 +109,3 @@ class RgerMetric(Metric):
         except MetricUnavailable:
             cfg.update(model_fingerprint=None)
         return cfg
-
-
-@register_metric("rger")
-def _make_rger(**options) -> RgerMetric:
-    return RgerMetric(**options)

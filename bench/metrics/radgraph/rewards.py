@@ -14,7 +14,7 @@ and F1 = 2PR / (P + R) (0 when P + R = 0). What a key is:
 - partial:  (tokens, label) for an entity without relations, (tokens, label, True) for one
             with at least one outgoing relation; so an entity only matches an entity of the
             same text and label that also does (or also does not) take part in a relation.
-            RGER = this level (DESIGN.md §3);
+            RGER = this level (docs/metrics.md, RGER);
 - complete: (tokens, label) for an entity without relations; for an entity with relations
             one key per relation: (tokens, label, relation type, target's tokens), with both
             token strings lower-cased.

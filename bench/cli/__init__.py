@@ -1,0 +1,90 @@
+"""The `bench` command line: one typer app, one module per command group.
+
+Each command parses its options, calls the library, and leaves error handling to `main`:
+a usage or data error (BenchError, or a usage error of the parser) is one line on stderr
+and exit code 2; an unexpected error is exit code 1, with the traceback behind -v.
+Command groups of plug-ins (the SAE library's `bench sae`, SAE-Rad's `bench features`,
+RadFact's `bench radfact`) come from the entry-point group `saerad_bench.commands`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+import click
+import typer
+from rich.logging import RichHandler
+
+from bench.cli.common import console
+from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
+
+
+def build_app() -> typer.Typer:
+    from bench.cli import data, listing, stages
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      help="Benchmark chest X-ray report generators (SAE-Rad, baselines, external models).")
+
+    @app.callback()
+    def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging; tracebacks on errors")) -> None:
+        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True,
+                            handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+
+    stages.register(app)
+    listing.register(app)
+    data.register(app)
+    _mount_plugins(app)
+    return app
+
+
+def _mount_plugins(app: typer.Typer) -> None:
+    from bench.registry import PluginLoadError, commands
+
+    try:
+        names = commands.names()
+    except BenchError:  # no plug-in commands installed
+        return
+    for name in names:
+        try:
+            obj = commands.load(name)
+        except PluginLoadError as exc:  # one broken plug-in must not take the CLI down
+            log.warning("%s", exc)
+            continue
+        if isinstance(obj, typer.Typer):
+            app.add_typer(obj, name=name)
+        elif callable(obj):
+            app.command(name)(obj)
+        else:
+            log.warning("command plug-in %s is neither a typer app nor a function; skipped", name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        rc = build_app()(args, prog_name="bench", standalone_mode=False)
+    except BenchError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        if verbose:
+            console.print(traceback.format_exc(), highlight=False, markup=False)
+        sys.exit(2)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        console.print(f"[red]usage error:[/red] {exc.format_message()}{hint}", highlight=False)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so, keep the traceback for -v
+        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}"
+                      + ("" if verbose else " (run with -v for the traceback)"), highlight=False, markup=True)
+        if verbose:
+            console.print(traceback.format_exc(), highlight=False, markup=False)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,199 @@
+"""The stage commands: run, generate, score, leaderboard, compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.cli.common import addressed, console, labels, split_list
+from bench.errors import BenchError
+
+# Options shared by the commands that read a dataset.
+DATA_ROOT = typer.Option(None, "--data-root", help="MIMIC-CXR-JPG root (or a phantom dataset); default: the embedded phantom dataset")
+REPORTS = typer.Option(None, help="report .txt tree or mimic-cxr-reports.zip (default: found under --data-root)")
+SPLIT = typer.Option("test", help="train | validate | test")
+UNIT = typer.Option("image", help="image (the paper's unit) or study")
+LIMIT = typer.Option(None, help="use only the first N samples of the split (smoke runs)")
+CACHE_DIR = typer.Option(None, help="the cache root for datasets, tokens, labels and LLM answers "
+                                    "(default $SAERAD_BENCH_CACHE or ~/.cache/saerad-bench)")
+METRICS = typer.Option(None, "--metrics", "-m", help="metric names, comma-separated or repeated; default: all of Table 1")
+METRIC_OPT = typer.Option(None, "--metric-opt", help="metric option METRIC.key=value (repeatable)")
+BOOTSTRAP = typer.Option(1000, help="bootstrap resamples of studies for intervals (0: none)")
+SEED = typer.Option(0, help="bootstrap seed")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(help="Generate, score and tabulate: `generate` + `score` + `leaderboard` for each system.")(run)
+    app.command(help="Run systems on a split and write predictions.jsonl (resumable) into a run directory each.")(generate)
+    app.command(help="Score a run directory, or any predictions file, against references from the dataset.")(score)
+    app.command(help="Tables of every scored run under a directory, one per dataset/split/unit.")(leaderboard)
+    app.command(help="Paired randomisation test per metric between two scored runs (studies swapped together).")(compare)
+
+
+def _data(data_root, reports, split, unit, limit, cache_dir, encoder=None, device=None):
+    from bench.stages.data import DataConfig
+
+    return DataConfig(data_root=data_root, reports=reports, split=split, unit=unit, limit=limit, cache_dir=cache_dir,
+                      encoder=encoder, device=device)
+
+
+def run(
+    system: list[str] = typer.Option(..., "--system", "-s", help="system name(s); repeat or comma-separate"),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", help="system option SYSTEM.key=value (repeatable; "
+                                            "the SYSTEM. prefix may be left out when there is one system)"),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="run name: NAME (one system) or SYSTEM=NAME"),
+    out: Optional[Path] = typer.Option(None, help="parent directory: one run directory per system "
+                                       "(default runs/<dataset>-<fingerprint>-<split>)"),
+    data_root: Optional[Path] = DATA_ROOT, reports: Optional[Path] = REPORTS, split: str = SPLIT, unit: str = UNIT,
+    limit: Optional[int] = LIMIT,
+    encoder: Optional[str] = typer.Option(None, help="encoder hub id or local dir; default rad-dino (phantom: the bundled encoder)"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cuda if present)"),
+    metrics: Optional[list[str]] = METRICS, metric_opt: Optional[list[str]] = METRIC_OPT,
+    bootstrap: int = BOOTSTRAP, seed: int = SEED, cache_dir: Optional[Path] = CACHE_DIR,
+) -> None:
+    from bench.stages.leaderboard import load_boards, render
+    from bench.stages.run import RunRequest
+    from bench.stages.run import run as run_stages
+    from bench.stages.score import DEFAULT_METRICS
+
+    systems = split_list(system)
+    metric_list = split_list(metrics) or list(DEFAULT_METRICS)
+    req = RunRequest(systems=systems, system_options=addressed(opt, "--opt", systems, "system"),
+                     labels=labels(label, systems),
+                     data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device),
+                     metrics=metric_list, metric_options=addressed(metric_opt, "--metric-opt", metric_list, "metric"),
+                     out=out, n_bootstrap=bootstrap, seed=seed)
+    parent, dirs = run_stages(req)
+    for d in dirs:
+        console.print(f"[green]run written to[/green] {d}")
+    print(render(load_boards(parent)), end="")
+
+
+def generate(
+    system: list[str] = typer.Option(..., "--system", "-s", help="system name(s); repeat or comma-separate"),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", help="system option SYSTEM.key=value (repeatable)"),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="run name: NAME (one system) or SYSTEM=NAME"),
+    out: Optional[Path] = typer.Option(None, help="parent directory: one run directory per system"),
+    data_root: Optional[Path] = DATA_ROOT, reports: Optional[Path] = REPORTS, split: str = SPLIT, unit: str = UNIT,
+    limit: Optional[int] = LIMIT,
+    encoder: Optional[str] = typer.Option(None, help="encoder hub id or local dir"),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+    cache_dir: Optional[Path] = CACHE_DIR,
+) -> None:
+    from bench.stages.data import open_context
+    from bench.stages.generate import GenerateConfig
+    from bench.stages.generate import generate as generate_one
+    from bench.stages.run import _fresh
+    from bench.systems.registry import get_system
+
+    systems = split_list(system)
+    options = addressed(opt, "--opt", systems, "system")
+    stray = sorted(set(options) - set(systems))
+    if stray:
+        raise BenchError(f"--opt for system(s) not in this run: {', '.join(stray)}")
+    names = labels(label, systems)
+    built = [get_system(name, options.get(name)) for name in systems]  # every option checked first
+    data = _data(data_root, reports, split, unit, limit, cache_dir, encoder, device)
+    ctx, ds = open_context(data)
+    for name, sys_ in zip(systems, built):
+        cfg = GenerateConfig(system=name, options=options.get(name, {}), label=names.get(name), data=data, out=out)
+        d = generate_one(cfg, sys_, _fresh(ctx), ds)
+        console.print(f"[green]predictions written to[/green] {d / 'predictions.jsonl'}")
+
+
+def score(
+    run_dir: Optional[list[Path]] = typer.Option(None, "--run", help="run directory made by `bench generate` (repeatable)"),
+    predictions: Optional[Path] = typer.Option(None, help="any JSONL file with id and prediction per line "
+                                               "(and reference, unless the references come from the dataset)"),
+    out: Optional[Path] = typer.Option(None, help="with --predictions: write scores.parquet and aggregate.json here"),
+    label: Optional[str] = typer.Option(None, help="with --predictions: the run's name in tables (default: the file name)"),
+    data_root: Optional[Path] = DATA_ROOT, reports: Optional[Path] = REPORTS, split: str = SPLIT, unit: str = UNIT,
+    limit: Optional[int] = LIMIT,
+    metrics: Optional[list[str]] = METRICS, metric_opt: Optional[list[str]] = METRIC_OPT,
+    bootstrap: int = BOOTSTRAP, seed: int = SEED, cache_dir: Optional[Path] = CACHE_DIR,
+) -> None:
+    """With --predictions, references come from the file when every line has one and no
+    --data-root is given; otherwise from the dataset (default: the embedded phantom)."""
+    from bench.data.default import cache_root
+    from bench.predictions import read_predictions
+    from bench.stages.score import DEFAULT_METRICS, prepare_metrics, score_input, score_run, write_scores
+    from bench.stages.score import score as score_fn
+
+    if bool(run_dir) == bool(predictions):
+        raise BenchError("give either --run DIR (a run directory) or --predictions FILE")
+    metric_list = split_list(metrics) or list(DEFAULT_METRICS)
+    root = cache_dir.expanduser().resolve() if cache_dir else cache_root()
+    prepared = prepare_metrics(metric_list, addressed(metric_opt, "--metric-opt", metric_list, "metric"), root)
+    if run_dir:
+        for d in run_dir:
+            agg = score_run(d, prepared, bootstrap, seed, cache_dir)
+            console.print(f"[green]scores written to[/green] {d}")
+            _print_aggregate(agg)
+        return
+    assert predictions is not None
+    records = read_predictions(predictions)
+    explicit = data_root is not None or reports is not None or limit is not None
+    inp = score_input(records, predictions,
+                      _data(data_root, reports, split, unit, limit, cache_dir) if explicit or
+                      not all(r.reference is not None for r in records) else None)
+    result = score_fn(inp.ids, inp.references, inp.predictions, prepared, bootstrap, seed, inp.study_ids)
+    if out:
+        agg = write_scores(out, label or predictions.stem, "predictions file", inp, result,
+                           {"predictions": str(predictions.resolve())})
+        console.print(f"[green]scores written to[/green] {out}")
+    else:
+        from bench.stages.score import aggregate_record
+
+        agg = aggregate_record(label or predictions.stem, "predictions file", inp, result)
+    _print_aggregate(agg)
+
+
+def _print_aggregate(agg: dict) -> None:
+    slim = {**agg, "metrics": {k: {kk: vv for kk, vv in v.items() if kk != "config"} for k, v in agg["metrics"].items()}}
+    print(json.dumps(slim, indent=2))
+
+
+def leaderboard(
+    runs: Path = typer.Option(Path("runs"), help="directory searched for */aggregate.json"),
+    format: str = typer.Option("md", "--format", "-f", help="md | csv | html"),
+    intervals: bool = typer.Option(True, help="show 95% intervals"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to a file instead of stdout"),
+) -> None:
+    from bench.stages.leaderboard import load_boards, render
+
+    text = render(load_boards(runs), format, intervals)
+    if output:
+        output.write_text(text)
+        console.print(f"written to {output}")
+    else:
+        print(text, end="")
+
+
+def compare(
+    run_a: Path = typer.Argument(..., help="run directory A"),
+    run_b: Path = typer.Argument(..., help="run directory B (same samples)"),
+    permutations: int = typer.Option(10000, help="random swaps per test"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    from dataclasses import asdict
+
+    from bench.stages.compare import compare_runs
+
+    results, notes = compare_runs(run_a, run_b, permutations, seed)
+    if as_json:
+        print(json.dumps({"comparisons": [asdict(r) for r in results], "notes": notes}, indent=2))
+        return
+    t = Table("metric", "column", f"A: {run_a.name}", f"B: {run_b.name}", "B - A", "p-value", "n",
+              title=f"paired randomisation test, {permutations} permutations, studies swapped together")
+    for r in results:
+        t.add_row(r.metric, r.column, f"{100 * r.a:.1f}", f"{100 * r.b:.1f}", f"{100 * (r.b - r.a):+.1f}",
+                  f"{r.p_value:.4f}", str(r.n))
+    Console().print(t)
+    for n in notes:
+        console.print(f"[yellow]{n}[/yellow]")

@@ -1,0 +1,77 @@
+"""Which data a stage reads: the dataset, split and unit, resolved once into a RunContext.
+
+A run directory is tied to what `DataConfig.identity` returns: the dataset's name, its
+fingerprint (a hash of the sample ids, references and image file sizes that were read),
+the resolved data root and reports source, the split, the unit and the sample limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.context import RunContext
+from bench.data.default import cache_root, embedded_default_root
+from bench.data.records import Dataset
+from bench.errors import BenchError, DataError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded phantom (default)"
+
+
+@dataclass
+class DataConfig:
+    data_root: Path | None = None  # None: the embedded phantom dataset
+    reports: Path | None = None  # None: found under the data root
+    split: str = "test"
+    unit: str = "image"
+    limit: int | None = None
+    cache_dir: Path | None = None  # the one cache root; None: $SAERAD_BENCH_CACHE or ~/.cache/saerad-bench
+    encoder: str | None = None
+    device: str | None = None
+
+    def cache(self) -> Path:
+        return Path(self.cache_dir).expanduser().resolve() if self.cache_dir else cache_root()
+
+
+def resolve_root(data: DataConfig) -> tuple[Path, str]:
+    """(absolute data root, dataset name); generates the embedded default on first use."""
+    if data.data_root is None:
+        root = embedded_default_root(data.cache())
+        log.info("no --data-root given: using the embedded phantom dataset at %s", root)
+        return root, "phantom"
+    root = Path(data.data_root).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"--data-root {data.data_root} is not a directory")
+    return root, "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
+
+
+def open_context(data: DataConfig, work_dir: Path | None = None) -> tuple[RunContext, Dataset]:
+    """A context with `data.split` as the split under test, and that split loaded."""
+    if data.limit is not None and data.limit < 1:
+        raise BenchError(f"--limit must be at least 1, got {data.limit}")
+    root, name = resolve_root(data)
+    reports = Path(data.reports).expanduser().resolve() if data.reports else None
+    ctx = RunContext(data_root=root, dataset_name=name, cache_dir=data.cache(), work_dir=work_dir or Path("."),
+                     unit=data.unit, reports=reports, encoder_id=data.encoder, device=data.device,
+                     limit=data.limit, eval_split=data.split)
+    ds = ctx.evaluation_dataset()
+    if not ds.samples:
+        raise DataError(f"the {data.split} split of {root} has no usable samples "
+                        f"({len(ds.skipped)} skipped; see the log)")
+    return ctx, ds
+
+
+def identity(ctx: RunContext, ds: Dataset) -> dict[str, Any]:
+    """What the predictions depend on, on the data side."""
+    return {"dataset": ds.name, "fingerprint": ds.fingerprint, "data_root": str(ctx.data_root),
+            "reports": str(ctx.reports) if ctx.reports else "found under the data root",
+            "split": ds.split, "unit": ds.unit, "limit": ctx.limit, "encoder": ctx.encoder_name}
+
+
+def dataset_summary(ds: Dataset) -> dict[str, Any]:
+    """How aggregate.json names the data a run was scored on (the leaderboard groups by it)."""
+    return {"name": ds.name, "fingerprint": ds.fingerprint, "split": ds.split, "unit": ds.unit}

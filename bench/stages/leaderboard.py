@@ -1,0 +1,229 @@
+"""Leaderboards from run directories (each with an aggregate.json).
+
+Columns come from each metric's own metadata (its table columns and their display names),
+in the order the runs list their metrics; nothing here knows a particular metric. Values
+are percentages with the bootstrap 95% interval beside them. A metric that could not run
+shows "n/a" and a footnote with the reason, so a missing number can never be mistaken for a
+low one; a value with failed judgements or samples says how many, and is flagged above 5%.
+
+Runs share a table only when they were scored on the same data: the same dataset
+fingerprint, split and unit. Other runs get a table of their own, and the output says why.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+FLAG = "⚠"
+
+
+@dataclass
+class Cell:
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    unavailable: str | None = None  # reason
+    failed: str | None = None  # "12/850 failed"
+    flagged: bool = False
+
+    def text(self, intervals: bool = True) -> str:
+        if self.unavailable is not None:
+            return "n/a"
+        if self.value is None:
+            return ""
+        s = f"{100 * self.value:.1f}"
+        if intervals and self.low is not None and self.high is not None:
+            s += f" [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+        if self.failed:
+            s += f" ({self.failed})"
+        return f"{FLAG} {s}" if self.flagged else s
+
+
+@dataclass
+class Board:
+    headers: list[str]
+    rows: list[tuple[str, list[Cell]]]  # (run label, cells)
+    notes: list[str]  # footnotes: unavailable metrics and their reasons, failures
+    caption: str
+    group: dict[str, Any]  # dataset name, fingerprint, split, unit
+
+
+def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    paths = sorted(Path(runs_dir).rglob("aggregate.json"))
+    if not paths:
+        raise BenchError(f"no runs under {runs_dir} (looked for */aggregate.json); run `bench run` or "
+                         "`bench score` first")
+    runs = []
+    for p in paths:
+        try:
+            agg = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            raise BenchError(f"{p} is not valid JSON; score that run again (`bench score --run {p.parent}`)") from None
+        if not isinstance(agg.get("dataset"), dict) or "metrics" not in agg:
+            raise BenchError(f"{p} was written by an older version of the harness; score that run again "
+                             f"(`bench score --run {p.parent}`)")
+        runs.append(agg)
+    return runs
+
+
+def group_key(agg: dict[str, Any]) -> tuple[str, str, str]:
+    d = agg["dataset"]
+    return (d.get("fingerprint", ""), d.get("split", ""), d.get("unit", ""))
+
+
+def load_boards(runs_dir: Path) -> list[Board]:
+    """One board per group of comparable runs, largest group first."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for agg in load_runs(runs_dir):
+        groups.setdefault(group_key(agg), []).append(agg)
+    ordered = sorted(groups.values(), key=lambda g: -len(g))
+    return [_board(g) for g in ordered]
+
+
+def load_board(runs_dir: Path) -> Board:
+    """The board of a directory whose runs are all comparable; an error naming the groups otherwise."""
+    boards = load_boards(runs_dir)
+    if len(boards) > 1:
+        raise BenchError(f"the runs under {runs_dir} were scored on different data: "
+                         + "; ".join(b.caption for b in boards))
+    return boards[0]
+
+
+def _columns(aggs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(metric, column key, header) in the order the runs list them."""
+    cols: list[tuple[str, str, str]] = []
+    for agg in aggs:
+        for name, m in agg["metrics"].items():
+            for c in m.get("metadata", {}).get("columns", []):
+                item = (name, c["key"], c["header"])
+                if item not in cols:
+                    cols.append(item)
+    return cols
+
+
+def _board(aggs: list[dict[str, Any]]) -> Board:
+    cols = _columns(aggs)
+    notes: dict[str, str] = {}
+    rows = []
+    for agg in aggs:
+        cells = []
+        for name, key, _ in cols:
+            m = agg["metrics"].get(name)
+            if m is None:
+                cells.append(Cell())
+                continue
+            if m["status"] == "unavailable":
+                notes[f"{name}: {m['reason']}"] = f"n/a {name}: {m['reason']}" + \
+                    (f" Remedy: {m['remedy']}" if m.get("remedy") else "")
+                cells.append(Cell(unavailable=m["reason"]))
+                continue
+            v = m["values"].get(key)
+            if v is None:
+                cells.append(Cell())
+                continue
+            failed = _failed_text(m)
+            if failed:
+                notes[f"{agg['run']}/{name}/failed"] = f"{agg['run']}, {name}: {_failed_note(m)}" + \
+                    (" — over 5%, read the value with care" if m.get("flagged") else "")
+            cells.append(Cell(v["value"], v.get("low"), v.get("high"), failed=failed, flagged=bool(m.get("flagged"))))
+        rows.append((agg["run"], cells))
+    first = aggs[0]
+    d, boot = first["dataset"], first.get("bootstrap", {})
+    unit = d.get("unit") or "sample"
+    where = f"{d['name']}" + (f" {d['split']} split" if d.get("split") else "")
+    resampled = "studies" if boot.get("unit") == "study" else "samples"
+    caption = (f"{where}, {first['n']} {unit}s (data {d.get('fingerprint', '')[:8]}); values x100, "
+               f"bootstrap 95% interval over {resampled} in brackets")
+    return Board([h for _, _, h in cols], rows, list(notes.values()), caption, dict(d))
+
+
+def _failed_text(m: dict[str, Any]) -> str | None:
+    parts = []
+    n_failed = m.get("n_failed_samples", 0)
+    if n_failed:
+        parts.append(f"{n_failed}/{n_failed + m.get('n_scored', 0)} samples failed")
+    f = m.get("failures")
+    if f and f.get("failed"):
+        parts.append(f"{f['failed']}/{f['of']} failed")
+    return ", ".join(parts) or None
+
+
+def _failed_note(m: dict[str, Any]) -> str:
+    parts = []
+    if m.get("n_failed_samples"):
+        parts.append(f"{m['n_failed_samples']} samples could not be scored and are left out of the value")
+    f = m.get("failures")
+    if f and f.get("failed"):
+        parts.append(f"{f['failed']} of {f['of']} {f.get('what', 'judgements')}")
+    return "; ".join(parts)
+
+
+def render(boards: Board | list[Board], fmt: str = "md", intervals: bool = True) -> str:
+    boards = [boards] if isinstance(boards, Board) else boards
+    if fmt not in ("md", "csv", "html"):
+        raise BenchError(f"unknown format {fmt!r}; choose one of: md, csv, html")
+    if fmt == "csv":
+        return _csv(boards)
+    parts = []
+    if len(boards) > 1:
+        why = ("These runs were scored on different data (dataset fingerprint, split or unit differ), "
+               "so they are shown in separate tables and must not be compared across tables.")
+        parts.append(why if fmt == "md" else f"<p>{html.escape(why)}</p>")
+    for b in boards:
+        parts.append(_md(b, intervals) if fmt == "md" else _html(b, intervals))
+    return "\n".join(parts)
+
+
+def _md(board: Board, intervals: bool) -> str:
+    lines = [f"_{board.caption}_", "", "| run | " + " | ".join(board.headers) + " |",
+             "|---|" + "---|" * len(board.headers)]
+    lines += ["| " + name + " | " + " | ".join(c.text(intervals) for c in cells) + " |"
+              for name, cells in board.rows]
+    lines += [""] + [f"- {n}" for n in board.notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _csv(boards: list[Board]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for b in boards:
+        head = ["dataset", "fingerprint", "split", "unit", "run"]
+        for h in b.headers:
+            head += [h, f"{h} low", f"{h} high"]
+        w.writerow(head)
+        g = b.group
+        for name, cells in b.rows:
+            row = [g.get("name", ""), g.get("fingerprint", ""), g.get("split", ""), g.get("unit", ""), name]
+            for c in cells:
+                row += ["n/a", "", ""] if c.unavailable is not None else [_pct(c.value), _pct(c.low), _pct(c.high)]
+            w.writerow(row)
+    return buf.getvalue()
+
+
+def _html(board: Board, intervals: bool) -> str:
+    e = html.escape
+    out = [f"<table>\n<caption>{e(board.caption)}</caption>",
+           "<tr><th>run</th>" + "".join(f"<th>{e(h)}</th>" for h in board.headers) + "</tr>"]
+    for name, cells in board.rows:
+        out.append(f"<tr><td>{e(name)}</td>" + "".join(_html_cell(c, intervals) for c in cells) + "</tr>")
+    out.append("</table>")
+    out += [f"<p>{e(n)}</p>" for n in board.notes]
+    return "\n".join(out) + "\n"
+
+
+def _html_cell(c: Cell, intervals: bool) -> str:
+    title = f' title="{html.escape(c.unavailable)}"' if c.unavailable is not None else ""
+    return f"<td{title}>{html.escape(c.text(intervals))}</td>"
+
+
+def _pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
