@@ -1,8 +1,13 @@
 """`bench features ...`: build, inspect and label the feature index of an SAE.
 
-The lead mounts ``features_app`` as ``bench features``. Library code logs; only this module
-prints. DIR below is a directory holding a feature index (feature_index.*): an SAE checkpoint
-directory, or a `bench run --system saerad` cache stage (its path is in the run manifest).
+The harness mounts ``features_app`` as ``bench features`` (entry point ``features`` in the group
+``saerad_bench.commands``). Library code logs; only this module prints. DIR below is a
+directory holding a feature index (feature_index.*): an SAE checkpoint directory, or a
+`bench run --system saerad` cache stage (its path is in the run manifest).
+
+Errors: commands raise ``bench.errors.BenchError`` (the SAE library's ``SAEError`` is
+re-raised as one by ``bench_errors``), which the `bench` command prints as one line and turns
+into exit code 2; run on its own, ``BenchErrorGroup`` does the same (see saerad/sae_cli.py).
 """
 
 from __future__ import annotations
@@ -14,17 +19,15 @@ from typing import Optional
 import typer
 
 from bench.errors import BenchError
+from saerad.sae_cli import BenchErrorGroup, bench_errors
 
-features_app = typer.Typer(help="SAE feature index: top images, reports, labels.", no_args_is_help=True)
+features_app = typer.Typer(help="SAE feature index: top images, reports, labels.", no_args_is_help=True,
+                           cls=BenchErrorGroup)
 log = logging.getLogger(__name__)
 
 
-def _fail(e: BenchError) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
-
-
 @features_app.command("index")
+@bench_errors
 def index_cmd(
     sae: Path = typer.Option(..., "--sae", help="SAE checkpoint directory (the index is written beside it)"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="dataset root; default: the embedded phantom"),
@@ -35,29 +38,27 @@ def index_cmd(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="token cache root"),
 ) -> None:
     """Build the feature index of an SAE over the training split (tokens from the shared cache)."""
-    try:
-        from bench.context import RunContext
-        from bench.data.default import cache_root, embedded_default_root
-        from saerad.features.index import build_index
-        from saerad.sae import load_sae
+    from bench.context import RunContext
+    from bench.data.default import cache_root, embedded_default_root
+    from saerad.features.index import build_index
+    from saerad.sae import load_sae
 
-        root = Path(data_root) if data_root else embedded_default_root(cache_dir)
-        name = "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
-        ctx = RunContext(data_root=root, dataset_name=name, cache_dir=cache_dir or cache_root(), work_dir=sae,
-                         encoder_id=encoder, device=device)
-        train = ctx.dataset("train")
-        tokens = ctx.tokens(train.samples, "train")
-        model = load_sae(sae, device=device or "cpu")
-        idx = build_index(model, tokens, train.samples, k=k, chunk_size=chunk_size, device=device or "cpu",
-                          meta={"sae_dir": str(sae), "data_root": str(root),
-                                "train_fingerprint": train.fingerprint})
-        idx.save(sae)
-    except BenchError as e:
-        _fail(e)
+    root = Path(data_root) if data_root else embedded_default_root(cache_dir)
+    name = "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
+    ctx = RunContext(data_root=root, dataset_name=name, cache_dir=cache_dir or cache_root(), work_dir=sae,
+                     encoder_id=encoder, device=device)
+    train = ctx.dataset("train")
+    tokens = ctx.tokens(train.samples, "train")
+    model = load_sae(sae, device=device or "cpu")
+    idx = build_index(model, tokens, train.samples, k=k, chunk_size=chunk_size, device=device or "cpu",
+                      meta={"sae_dir": str(sae), "data_root": str(root),
+                            "train_fingerprint": train.fingerprint})
+    idx.save(sae)
     typer.echo(f"feature index of {idx.d_sae} features over {idx.n_images} images written to {sae}")
 
 
 @features_app.command("show")
+@bench_errors
 def show(
     feature: int = typer.Argument(..., help="feature id"),
     sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
@@ -68,17 +69,14 @@ def show(
     from rich.console import Console
     from rich.table import Table
 
-    try:
-        from saerad.features.index import load_index
-        from saerad.features.label import load_labels
+    from saerad.features.index import load_index
+    from saerad.features.label import load_labels
 
-        idx = load_index(sae)
-        top = idx.top(feature)
-        st = idx.stats(feature)
-        lab_path = labels or _newest_labels(sae)
-        rec = load_labels(lab_path).get(feature) if lab_path else None
-    except BenchError as e:
-        _fail(e)
+    idx = load_index(sae)
+    top = idx.top(feature)
+    st = idx.stats(feature)
+    lab_path = labels or _newest_labels(sae)
+    rec = load_labels(lab_path).get(feature) if lab_path else None
     con = Console()
     con.print(f"[bold]feature {feature}[/bold]  fires on {st['n_active']} of {idx.n_images} training images "
               f"({100 * st['frequency']:.2f}%), max {st['max']:.4g}, mean when active {st['mean_active']:.4g}")
@@ -97,6 +95,7 @@ def _newest_labels(directory: Path) -> Path | None:
 
 
 @features_app.command("grid")
+@bench_errors
 def grid(
     feature: int = typer.Argument(..., help="feature id"),
     sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
@@ -104,18 +103,16 @@ def grid(
     cols: int = typer.Option(5, "--cols"),
 ) -> None:
     """Save the feature's top training images as a PNG grid (the paper's Figure 2 view)."""
-    try:
-        from saerad.features.grid import save_grid
-        from saerad.features.index import load_index
+    from saerad.features.grid import save_grid
+    from saerad.features.index import load_index
 
-        idx = load_index(sae)
-        path = save_grid(idx, feature, out or Path(sae) / f"feature-{feature}.png", cols=cols)
-    except BenchError as e:
-        _fail(e)
+    idx = load_index(sae)
+    path = save_grid(idx, feature, out or Path(sae) / f"feature-{feature}.png", cols=cols)
     typer.echo(str(path))
 
 
 @features_app.command("label")
+@bench_errors
 def label(
     sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
     llm: str = typer.Option("none", "--llm", help="none (LLM-free), openai:URL, anthropic, gguf[:PATH]"),
@@ -130,32 +127,39 @@ def label(
     cache: Optional[Path] = typer.Option(None, "--llm-cache", help="LLM response cache (SQLite file)"),
 ) -> None:
     """Label features from their top reports (the paper's LLM method, or LLM-free)."""
-    try:
-        from saerad.features.index import load_index
-        from saerad.features.label import LexicalLabeller, LLMLabeller, label_index, save_labels, status_counts
+    from saerad.features.index import load_index
+    from saerad.features.label import LexicalLabeller, LLMLabeller, label_index, save_labels, status_counts
 
-        idx = load_index(sae)
-        ids = [int(x) for x in features.split(",")] if features else None
-        if llm.strip().lower() == "none":
-            if corpus_root:
-                from bench.data.mimic import load_split
+    idx = load_index(sae)
+    ids = _parse_feature_ids(features)
+    if llm.strip().lower() == "none":
+        if corpus_root:
+            from bench.data.mimic import load_split
 
-                corpus = [s.findings for s in load_split(corpus_root, "train").samples]
-            else:
-                corpus = idx.samples["report"].tolist()
-            labeller = LexicalLabeller(corpus)
-            method = "lexical"
+            corpus = [s.findings for s in load_split(corpus_root, "train").samples]
         else:
-            from bench.data.default import cache_root
-            from bench.llm import make_client
+            corpus = idx.samples["report"].tolist()
+        labeller = LexicalLabeller(corpus)
+        method = "lexical"
+    else:
+        from bench.data.default import cache_root
+        from bench.llm import make_client
 
-            client = make_client(llm, model, cache or cache_root() / "llm" / "responses.sqlite")
-            labeller = LLMLabeller(client, prompt, retries=retries)
-            method = "llm"
-        recs = label_index(idx, labeller, ids)
-        path = save_labels(out or Path(sae) / f"labels-{method}.json", recs,
-                           meta={"method": method, "llm": llm, "model": model,
-                                 "prompt_file": str(prompt) if prompt else None})
-    except (BenchError, ValueError) as e:
-        _fail(e if isinstance(e, BenchError) else BenchError(f"--features: {e}"))
+        client = make_client(llm, model, cache or cache_root() / "llm" / "responses.sqlite")
+        labeller = LLMLabeller(client, prompt, retries=retries)
+        method = "llm"
+    recs = label_index(idx, labeller, ids)
+    path = save_labels(out or Path(sae) / f"labels-{method}.json", recs,
+                       meta={"method": method, "llm": llm, "model": model,
+                             "prompt_file": str(prompt) if prompt else None})
     typer.echo(f"{status_counts(recs)} -> {path}")
+
+
+def _parse_feature_ids(text: str | None) -> list[int] | None:
+    """--features: comma-separated feature ids; None (all features) when not given."""
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError as e:
+        raise BenchError(f"--features: {e}; write comma-separated feature ids, e.g. 1,2,3") from None

@@ -284,7 +284,12 @@ class SaeRadSystem(System):
         tokens = ctx.tokens(train.samples, "train")
         data_key = {"train": train.fingerprint, "encoder": ctx.encoder().fingerprint}
         torch.manual_seed(self.opts.seed)
-        self._get_sae(ctx, tokens, data_key)
+        from saerad.sae import SAEError
+
+        try:
+            self._get_sae(ctx, tokens, data_key)
+        except SAEError as exc:  # the SAE library's own errors are the user's to fix: one line, exit 2
+            raise BenchError(f"saerad: {exc}") from exc
         index = self._get_index(ctx, tokens, train.samples, data_key)
         self._get_labels(ctx, index, train.samples)
         ctx.used["saerad"] = self.config()

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from bench.errors import BenchError, DataError, UnknownNameError
-from bench.runner import RunConfig, run
+from bench.stages.data import DataConfig
+from bench.stages.run import RunRequest, run
 
 METRICS = ["bleu", "rouge"]
 
@@ -24,32 +24,46 @@ def phantom(tmp_path_factory) -> Path:
     return root
 
 
-def cfg(tmp_path, phantom, tiny_encoder, system="reference", **kw) -> RunConfig:
-    base = dict(system=system, data_root=phantom, metrics=METRICS, out=tmp_path / "run" / system,
-                encoder=tiny_encoder, n_bootstrap=50, cache_dir=tmp_path / "cache")
+def request(tmp_path, phantom, encoder, systems=("reference",), out="runs", **kw) -> RunRequest:
+    data = kw.pop("data", None) or DataConfig(data_root=phantom, encoder=encoder, cache_dir=tmp_path / "cache")
+    base = dict(systems=list(systems), data=data, metrics=list(METRICS), out=tmp_path / out if out else None,
+                n_bootstrap=50)
     base.update(kw)
-    return RunConfig(**base)
+    return RunRequest(**base)
+
+
+def one(tmp_path, phantom, encoder, system="reference", **kw) -> Path:
+    return run(request(tmp_path, phantom, encoder, (system,), **kw))[1][0]
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def test_reference_run_writes_every_file_and_scores_perfectly(tmp_path, phantom, tiny_encoder):
-    out = run(cfg(tmp_path, phantom, tiny_encoder))
-    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 16 and all(p["prediction"] == p["reference"] for p in preds)
+    out = one(tmp_path, phantom, tiny_encoder)
+    assert out == tmp_path / "runs" / "reference"
+    preds = lines(out / "predictions.jsonl")
+    assert len(preds) == 16 and all("reference" not in p for p in preds)  # systems emit text only
     agg = json.loads((out / "aggregate.json").read_text())
     assert agg["metrics"]["bleu"]["values"]["bleu4"]["value"] == pytest.approx(1.0)
     assert agg["metrics"]["rouge"]["values"]["rougeL"]["value"] == pytest.approx(1.0)
+    assert agg["bootstrap"]["unit"] == "study" and agg["dataset"]["split"] == "test"
+    assert agg["metrics"]["bleu"]["metadata"]["columns"] == [{"key": "bleu4", "header": "BL4"}]
     rows = pd.read_parquet(out / "scores.parquet")
-    assert rows["id"].tolist() == [p["id"] for p in preds]
+    assert rows["id"].tolist() == [p["id"] for p in preds] and "study_id" in rows
     man = json.loads((out / "manifest.json").read_text())
-    for key in ("config", "versions", "git", "datasets", "timings", "skipped", "host"):
-        assert key in man
-    assert man["datasets"]["test"]["fingerprint"] and man["versions"]["torch"]
+    assert man["generate"]["status"] == "complete"
+    for key in ("identity", "versions", "git", "datasets", "timings", "skipped", "host"):
+        assert key in man["generate"]
+    assert man["generate"]["datasets"]["test"]["fingerprint"] and man["generate"]["versions"]["torch"]
+    assert man["score"]["references"].startswith("dataset phantom")
 
 
 def test_nn_predicts_the_findings_of_the_closest_training_token(tmp_path, phantom, tiny_encoder):
-    out = run(cfg(tmp_path, phantom, tiny_encoder, system="nn"))
+    out = one(tmp_path, phantom, tiny_encoder, system="nn")
     man = json.loads((out / "manifest.json").read_text())
-    assert man["encoder"]["fingerprint"]
+    assert man["generate"]["encoder"]["fingerprint"]
     from bench.data.mimic import load_split
     from bench.encoders import load_encoder, load_tokens
 
@@ -58,38 +72,140 @@ def test_nn_predicts_the_findings_of_the_closest_training_token(tmp_path, phanto
     tr = load_tokens(tmp_path / "cache" / "tokens", fp, [s.dicom_id for s in train.samples]).astype(np.float64)
     te = load_tokens(tmp_path / "cache" / "tokens", fp, [s.dicom_id for s in test.samples]).astype(np.float64)
     nearest = ((te[:, None] - tr[None]) ** 2).sum(-1).argmin(1)
-    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    for p, j in zip(preds, nearest):
+    for p, j in zip(lines(out / "predictions.jsonl"), nearest):
         assert p["provenance"]["neighbour_dicom_id"] == train.samples[j].dicom_id
         assert p["prediction"] == train.samples[j].findings
 
 
 def test_killed_run_resumes_without_regenerating(tmp_path, phantom, tiny_encoder, monkeypatch):
-    c = cfg(tmp_path, phantom, tiny_encoder)
-    out = run(c)
-    lines = (out / "predictions.jsonl").read_text().splitlines()
+    out = one(tmp_path, phantom, tiny_encoder)
+    text = (out / "predictions.jsonl").read_text().splitlines()
     # Simulate a kill: 10 complete lines and half of the 11th.
-    (out / "predictions.jsonl").write_text("\n".join(lines[:10]) + "\n" + lines[10][:25])
+    (out / "predictions.jsonl").write_text("\n".join(text[:10]) + "\n" + text[10][:25])
     from baselines.reference import ReferenceSystem
 
     seen = []
     original = ReferenceSystem.generate
 
-    def counting(self, samples, ctx):
-        seen.extend(s.id for s in samples)
-        return original(self, samples, ctx)
+    def counting(self, queries, ctx):
+        seen.extend(q.id for q in queries)
+        return original(self, queries, ctx)
 
     monkeypatch.setattr(ReferenceSystem, "generate", counting)
-    run(c)
+    one(tmp_path, phantom, tiny_encoder)
     assert len(seen) == 6
-    assert (out / "predictions.jsonl").read_text().splitlines() == lines or \
-        sorted((out / "predictions.jsonl").read_text().splitlines()) == sorted(lines)
+    assert (out / "predictions.jsonl").read_text().splitlines() == text
 
 
-def test_run_dir_is_tied_to_its_configuration(tmp_path, phantom, tiny_encoder):
-    run(cfg(tmp_path, phantom, tiny_encoder))
-    with pytest.raises(BenchError, match="another configuration"):
-        run(cfg(tmp_path, phantom, tiny_encoder, split="validate"))
+def test_resume_and_score_read_references_from_the_dataset_never_from_the_file(tmp_path, phantom, tiny_encoder):
+    out = one(tmp_path, phantom, tiny_encoder)
+    # An old-style file with stale references in it: the scorer must ignore them.
+    stale = [dict(p, reference="something else entirely") for p in lines(out / "predictions.jsonl")]
+    (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in stale))
+    from bench.stages.score import prepare_metrics, score_run
+
+    agg = score_run(out, prepare_metrics(["rouge"]), n_bootstrap=0)
+    assert agg["metrics"]["rouge"]["values"]["rougeL"]["value"] == pytest.approx(1.0)
+
+
+def test_system_that_raises_half_way_keeps_its_predictions_and_resumes(tmp_path, phantom, tiny_encoder, monkeypatch):
+    from baselines.reference import ReferenceSystem
+
+    original = ReferenceSystem.generate
+
+    def crashing(self, queries, ctx):
+        for i, p in enumerate(original(self, queries, ctx)):
+            if i == 8:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            yield p
+
+    monkeypatch.setattr(ReferenceSystem, "generate", crashing)
+    with pytest.raises(BenchError, match=r"failed after 8 of 16 predictions.*out of memory.*kept"):
+        one(tmp_path, phantom, tiny_encoder)
+    out = tmp_path / "runs" / "reference"
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["generate"]["status"] == "incomplete" and "out of memory" in man["generate"]["error"]
+    assert len(lines(out / "predictions.jsonl")) == 8 and not (out / "aggregate.json").exists()
+    monkeypatch.setattr(ReferenceSystem, "generate", original)
+    one(tmp_path, phantom, tiny_encoder)
+    assert len(lines(out / "predictions.jsonl")) == 16
+    assert json.loads((out / "manifest.json").read_text())["generate"]["status"] == "complete"
+
+
+def test_run_dir_made_from_other_data_refuses_to_resume_saying_what_differs(tmp_path, phantom, tiny_encoder):
+    one(tmp_path, phantom, tiny_encoder)
+    other = tmp_path / "other-data"
+    shutil.copytree(phantom, other)
+    with pytest.raises(BenchError, match="(?s)other settings.*data_root"):
+        one(tmp_path, other, tiny_encoder, data=DataConfig(data_root=other, encoder=tiny_encoder,
+                                                           cache_dir=tmp_path / "cache"))
+    with pytest.raises(BenchError, match="(?s)other settings.*split"):
+        one(tmp_path, phantom, tiny_encoder, data=DataConfig(data_root=phantom, split="validate", encoder=tiny_encoder,
+                                                             cache_dir=tmp_path / "cache"))
+
+
+def test_default_run_directory_names_the_data(tmp_path, phantom, tiny_encoder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parent, dirs = run(request(tmp_path, phantom, tiny_encoder, out=None))
+    from bench.data.mimic import load_split
+
+    fp = load_split(phantom, "test").fingerprint
+    assert parent == Path("runs") / f"phantom-{fp[:8]}-test" and dirs == [parent / "reference"]
+
+
+def test_option_errors_come_before_any_work(tmp_path, phantom, tiny_encoder, monkeypatch):
+    import bench.stages.run as stages_run
+
+    def no_data(*a, **k):
+        raise AssertionError("the data was read before the options were checked")
+
+    monkeypatch.setattr(stages_run, "open_context", no_data)
+    with pytest.raises(BenchError, match="unknown option.*taux.*valid options"):
+        run(request(tmp_path, phantom, tiny_encoder, systems=["saerad"], system_options={"saerad": {"taux": "1"}}))
+    with pytest.raises(BenchError, match=r"--opt for system.*not in this run: saerad"):
+        run(request(tmp_path, phantom, tiny_encoder, system_options={"saerad": {"tau": "1"}}))
+    with pytest.raises(UnknownNameError, match="choose one of"):
+        run(request(tmp_path, phantom, tiny_encoder, systems=["gpt-9"]))
+    with pytest.raises(UnknownNameError, match="bleu"):
+        run(request(tmp_path, phantom, tiny_encoder, metrics=["blue"]))
+    with pytest.raises(BenchError, match="metric chexbert: bad option.*batch_size"):
+        run(request(tmp_path, phantom, tiny_encoder, metrics=["chexbert"],
+                    metric_options={"chexbert": {"batch_size": "many"}}))
+    with pytest.raises(BenchError, match=r"--metric-opt for metric.*not in this run: radfact"):
+        run(request(tmp_path, phantom, tiny_encoder, metric_options={"radfact": {"mode": "batched"}}))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unavailable_judge_is_reported_before_generation(tmp_path, phantom, tiny_encoder, monkeypatch):
+    """A judge that refuses connections: radfact is unavailable with the reason, found before the system runs."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from baselines.reference import ReferenceSystem
+
+    order = []
+    original = ReferenceSystem.generate
+    monkeypatch.setattr(ReferenceSystem, "generate",
+                        lambda self, q, ctx: (order.append("generate"), original(self, q, ctx))[1])
+    import bench.stages.run as stages_run
+
+    real_prepare = stages_run.prepare_metrics
+
+    def prepare(*a, **k):
+        out = real_prepare(*a, **k)
+        order.append("checked")
+        return out
+
+    monkeypatch.setattr(stages_run, "prepare_metrics", prepare)
+    out = one(tmp_path, phantom, tiny_encoder, metrics=["radfact", "rouge"],
+              metric_options={"radfact": {"judge": f"openai:http://127.0.0.1:{port}/v1", "model": "judge"}})
+    assert order == ["checked", "generate"]
+    agg = json.loads((out / "aggregate.json").read_text())
+    assert agg["metrics"]["radfact"]["status"] == "unavailable"
+    assert "refused" in agg["metrics"]["radfact"]["reason"]
+    assert agg["metrics"]["rouge"]["status"] == "ok"
 
 
 def test_corrupt_and_truncated_images_are_skipped_and_listed(tmp_path, phantom, tiny_encoder):
@@ -101,67 +217,42 @@ def test_corrupt_and_truncated_images_are_skipped_and_listed(tmp_path, phantom, 
     victims[0].write_bytes(b"not a jpeg at all")
     data = victims[1].read_bytes()
     victims[1].write_bytes(data[: len(data) // 2])
-    out = run(cfg(tmp_path, root, tiny_encoder, system="nn"))
+    out = one(tmp_path, root, tiny_encoder, system="nn",
+              data=DataConfig(data_root=root, encoder=tiny_encoder, cache_dir=tmp_path / "cache"))
     man = json.loads((out / "manifest.json").read_text())
-    skipped = {s["path"] for s in man["skipped"]["test"]}
+    skipped = {s["path"] for s in man["generate"]["skipped"]["test"]}
     assert {str(v) for v in victims} <= skipped
     assert json.loads((out / "aggregate.json").read_text())["n"] == 14
 
 
-def test_bad_inputs_give_clear_errors(tmp_path, phantom, tiny_encoder):
-    with pytest.raises(DataError, match="does not exist"):
-        run(cfg(tmp_path, tmp_path / "nowhere", tiny_encoder))
+def test_bad_data_gives_clear_errors(tmp_path, phantom, tiny_encoder):
+    with pytest.raises(DataError, match="not a directory"):
+        run(request(tmp_path, phantom, tiny_encoder, data=DataConfig(data_root=tmp_path / "nowhere")))
     partial = tmp_path / "partial"
     partial.mkdir()
     shutil.copy(phantom / "mimic-cxr-2.0.0-metadata.csv.gz", partial)
     with pytest.raises(DataError, match="mimic-cxr-2.0.0-split.csv"):
-        run(cfg(tmp_path, partial, tiny_encoder, out=tmp_path / "p"))
-    with pytest.raises(UnknownNameError, match="choose one of"):
-        run(cfg(tmp_path, phantom, tiny_encoder, system="gpt-9"))
-    with pytest.raises(UnknownNameError, match="bleu"):
-        run(cfg(tmp_path, phantom, tiny_encoder, metrics=["blue"], out=tmp_path / "other"))
+        run(request(tmp_path, phantom, tiny_encoder, data=DataConfig(data_root=partial)))
 
 
-def test_cli_score_handles_empty_predictions_and_leaderboard(tmp_path, phantom, tiny_encoder):
-    from bench.cli import app
+def test_several_systems_share_one_parent_and_one_table(tmp_path, phantom, tiny_encoder):
+    parent, dirs = run(request(tmp_path, phantom, tiny_encoder, systems=["reference", "constant"],
+                               labels={"constant": "mode"}))
+    assert [d.name for d in dirs] == ["reference", "mode"] and all(d.parent == parent for d in dirs)
+    from bench.stages.leaderboard import load_boards, render
 
-    f = tmp_path / "preds.jsonl"
-    f.write_text(json.dumps({"id": "a", "reference": "No effusion.", "prediction": ""}) + "\n"
-                 + json.dumps({"id": "b", "reference": "No effusion.", "prediction": "No effusion."}) + "\n")
-    res = CliRunner().invoke(app, ["score", "--predictions", str(f), "-m", "bleu,rouge", "--bootstrap", "0"])
-    assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
-    assert out["empty_predictions"] == 1
-    assert out["metrics"]["rouge"]["values"]["rougeL"]["value"] == pytest.approx(0.5)
-
-    run(cfg(tmp_path, phantom, tiny_encoder, out=tmp_path / "board" / "reference"))
-    run(cfg(tmp_path, phantom, tiny_encoder, system="constant", out=tmp_path / "board" / "constant"))
-    res = CliRunner().invoke(app, ["leaderboard", "--runs", str(tmp_path / "board")])
-    assert res.exit_code == 0, res.output
-    assert "| reference | 100.0" in res.stdout and "| constant |" in res.stdout
+    boards = load_boards(parent)
+    assert len(boards) == 1
+    text = render(boards)
+    assert "| reference | 100.0" in text and "| mode |" in text
 
 
 def test_compare_runs_paired_test(tmp_path, phantom, tiny_encoder):
-    from bench.compare import compare_runs
+    from bench.stages.compare import compare_runs
 
-    a = run(cfg(tmp_path, phantom, tiny_encoder, out=tmp_path / "cmp" / "reference"))
-    b = run(cfg(tmp_path, phantom, tiny_encoder, system="constant", out=tmp_path / "cmp" / "constant"))
+    _, (a, b) = run(request(tmp_path, phantom, tiny_encoder, systems=["reference", "constant"]))
     same, _ = compare_runs(a, a, n_permutations=200)
     assert all(r.p_value == 1.0 for r in same)
     diff, _ = compare_runs(a, b, n_permutations=200)
     by_col = {r.column: r for r in diff}
     assert by_col["rougeL"].a == pytest.approx(1.0) and by_col["rougeL"].p_value < 0.01
-    from bench.cli import app
-
-    res = CliRunner().invoke(app, ["compare", str(a), str(b), "--permutations", "100", "--json"])
-    assert res.exit_code == 0, res.output
-    assert {"bleu4", "rougeL"} <= {c["column"] for c in json.loads(res.stdout)["comparisons"]}
-
-
-def test_metric_options_parse_and_reject_malformed():
-    from bench.cli import _parse_metric_opts
-
-    assert _parse_metric_opts(["rger.model_type=radgraph", "rger.device=cuda", "chexbert.batch_size=8"]) == {
-        "rger": {"model_type": "radgraph", "device": "cuda"}, "chexbert": {"batch_size": "8"}}
-    with pytest.raises(BenchError, match="metric.key=value"):
-        _parse_metric_opts(["model_type=radgraph"])

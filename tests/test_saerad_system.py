@@ -13,8 +13,11 @@ from typer.testing import CliRunner
 from bench.errors import BenchError
 from bench.llm.base import ChatRequest, ChatResponse, LLMBackend
 from bench.llm.client import LLMClient
-from bench.runner import RunConfig, run
-from saerad.system import SaeRadOptions, SaeRadSystem, usage_delta
+from bench.stages.data import DataConfig
+from bench.stages.run import RunRequest
+from bench.stages.run import run as run_request
+from bench.systems.registry import get_system
+from saerad.system import usage_delta
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"expansion": "4", "steps": "150", "batch_size": "64", "lr": "3e-3"}
@@ -34,9 +37,18 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def _cfg(out: Path, phantom, enc, cache, **opts) -> RunConfig:
-    return RunConfig(system="saerad", system_options={**SMALL, **opts}, data_root=phantom, encoder=enc,
-                     metrics=["bleu", "rouge"], out=out, n_bootstrap=20, cache_dir=cache)
+def _cfg(out: Path, phantom, enc, cache, **opts) -> RunRequest:
+    return RunRequest(systems=["saerad"], system_options={"saerad": {**SMALL, **opts}},
+                      data=DataConfig(data_root=phantom, encoder=enc, cache_dir=cache),
+                      metrics=["bleu", "rouge"], out=out, n_bootstrap=20)
+
+
+def run(req: RunRequest) -> Path:
+    return run_request(req)[1][0]
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())["generate"]
 
 
 def _preds(out: Path) -> list[dict]:
@@ -47,7 +59,7 @@ def test_offline_run_writes_predictions_with_provenance(tmp_path, phantom, tiny_
     out = run(_cfg(tmp_path / "a", phantom, tiny_encoder, cache))
     preds = _preds(out)
     assert len(preds) == 10
-    man = json.loads((out / "manifest.json").read_text())
+    man = _manifest(out)
     sysconf = man["system"]
     labels = json.loads(Path(sysconf["labels"]).read_text())
     by_id = {r["id"]: r for r in labels["features"]}
@@ -74,7 +86,7 @@ def test_offline_run_writes_predictions_with_provenance(tmp_path, phantom, tiny_
     out2 = run(_cfg(tmp_path / "b", phantom, tiny_encoder, cache))
     assert sae_file.stat().st_mtime_ns == before
     assert [p["prediction"] for p in _preds(out2)] == [p["prediction"] for p in preds]
-    assert json.loads((out2 / "manifest.json").read_text())["system"]["labels"] == sysconf["labels"]
+    assert _manifest(out2)["system"]["labels"] == sysconf["labels"]
 
     # A given SAE and labels file are used as they are; tau removes weak features.
     labels_map = tmp_path / "labels.json"
@@ -127,10 +139,10 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
     assert all("(importance 1.00) A small left pleural effusion." in t for t in compose_prompts)
 
     # The manifest splits the one client's usage into labelling and composition.
-    llm = json.loads((out / "manifest.json").read_text())["llm"]["saerad"]
+    llm = _manifest(out)["llm"]["saerad"]
     n_label = len(backend.prompts) - len(compose_prompts)
     label, compose = llm["stages"]["label"], llm["stages"]["compose"]
-    counts = json.loads(Path(json.loads((out / "manifest.json").read_text())["system"]["labels"]).read_text())
+    counts = json.loads(Path(_manifest(out)["system"]["labels"]).read_text())
     assert label["features_asked"] == n_label == counts["meta"]["counts"]["labelled"]
     assert (label["calls"], label["prompt_tokens"], label["completion_tokens"]) == (n_label, 100 * n_label, 7 * n_label)
     assert (compose["reports"], compose["fallbacks"], compose["calls"], compose["prompt_tokens"],
@@ -149,25 +161,27 @@ def test_usage_delta_is_the_difference_of_two_snapshots():
 def test_options_and_config_files(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"description": "x", "expansion": 32, "l1": 9e-3, "indication": True}))
-    o = SaeRadOptions.parse({"config": str(cfg), "l1": "1e-3", "tau": "0.5", "priors": "yes", "label": "run"})
+    o = get_system("saerad", {"config": str(cfg), "l1": "1e-3", "tau": "0.5", "priors": "yes"}).opts
     assert (o.expansion, o.l1, o.indication, o.priors, o.tau) == (32, 1e-3, True, True, 0.5)
-    with pytest.raises(BenchError, match="unknown saerad option"):
-        SaeRadSystem(bogus="1")
-    with pytest.raises(BenchError, match="expected true or false"):
-        SaeRadSystem(indication="perhaps")
-    with pytest.raises(BenchError, match="top_k"):
-        SaeRadSystem(top_k="0")
+    with pytest.raises(BenchError, match="system saerad: unknown option.*bogus"):
+        get_system("saerad", {"bogus": "1"})
+    with pytest.raises(BenchError, match="indication='perhaps'.*valid boolean"):
+        get_system("saerad", {"indication": "perhaps"})
+    with pytest.raises(BenchError, match="top_k='0'.*greater than or equal to 1"):
+        get_system("saerad", {"top_k": "0"})
     with pytest.raises(BenchError, match="llm_concurrency"):
-        SaeRadSystem(llm_concurrency="0")
+        get_system("saerad", {"llm_concurrency": "0"})
     with pytest.raises(BenchError, match="llm_timeout"):
-        SaeRadSystem(llm_timeout="-1")
+        get_system("saerad", {"llm_timeout": "-1"})
+    with pytest.raises(BenchError, match="does not exist"):
+        get_system("saerad", {"config": str(tmp_path / "nope.json")})
     for f in sorted((REPO / "configs" / "saerad").glob("*.json")):
-        SaeRadOptions.parse({"config": str(f)})  # every shipped ablation config is valid
+        get_system("saerad", {"config": str(f)})  # every shipped ablation config is valid
 
 
 def test_features_cli_show_grid_label(tmp_path, phantom, tiny_encoder, cache):
     out = run(_cfg(tmp_path / "a", phantom, tiny_encoder, cache))
-    d = json.loads((out / "manifest.json").read_text())["system"]["index_dir"]
+    d = _manifest(out)["system"]["index_dir"]
     from saerad.cli import features_app
     from saerad.features.index import load_index
 

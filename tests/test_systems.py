@@ -13,6 +13,10 @@ from bench.errors import BenchError, UnknownNameError
 from bench.systems.registry import available_systems, get_system
 
 
+def ext(cmd: str) -> ExternalSystem:
+    return ExternalSystem.from_options({"cmd": cmd})
+
+
 def sample(i: int, findings: str, split: str = "test", root: Path = Path("/data")) -> Sample:
     return Sample(id=f"d{i}", dicom_id=f"d{i}", study_id=f"s{i}", subject_id=f"p{i}", split=split, view="PA",
                   image_path=root / f"files/p1/p{i}/s{i}/d{i}.jpg", findings=findings, indication="dyspnea",
@@ -35,14 +39,32 @@ def test_registry_lists_builtins_and_rejects_unknown():
     assert "choose one of" in str(exc.value) and "nn" in str(exc.value)
 
 
-def test_unknown_option_is_an_error():
-    with pytest.raises(TypeError, match="takes no options"):
-        get_system("reference", temperature="0")
+def test_unknown_option_is_an_error_listing_the_valid_ones():
+    with pytest.raises(BenchError, match="system reference: unknown option.*temperature.*takes no options"):
+        get_system("reference", {"temperature": "0"})
+    with pytest.raises(BenchError, match="unknown option.*taux.*valid options: .*tau"):
+        get_system("saerad", {"taux": "0.1"})
+    with pytest.raises(BenchError, match="tau='high'.*valid number"):
+        get_system("saerad", {"tau": "high"})
 
 
-def test_reference_returns_the_reference():
-    preds = list(get_system("reference").generate([sample(1, "Lungs clear.")], None))
-    assert preds[0].prediction == preds[0].reference == "Lungs clear."
+def test_queries_carry_no_findings():
+    q = sample(1, "Lungs clear.").query()
+    assert not hasattr(q, "findings") and q.indication == "dyspnea" and q.priors[0].text == "old text"
+
+
+def test_reference_reads_test_findings_only_because_it_declares_it(tmp_path):
+    s = sample(1, "Lungs clear.")
+    ctx = FakeCtx(tmp_path, {"test": Dataset("t", tmp_path, "test", "image", [s])})
+    ctx.eval_split = "test"
+    with pytest.raises(BenchError, match="reads_test_findings"):
+        ctx.test_findings(s.id)
+    with pytest.raises(BenchError, match="may not read the test split"):
+        ctx.dataset("test")
+    ctx.allow_test_findings = get_system("reference").reads_test_findings
+    preds = list(get_system("reference").generate([s.query()], ctx))
+    assert preds[0].findings == "Lungs clear."
+    assert not get_system("constant").reads_test_findings and not get_system("nn").reads_test_findings
 
 
 def test_constant_picks_the_most_common_findings_ignoring_case_and_spacing(tmp_path):
@@ -52,8 +74,8 @@ def test_constant_picks_the_most_common_findings_ignoring_case_and_spacing(tmp_p
     sys_ = ConstantSystem()
     sys_.fit(ctx)
     assert sys_.text == "Lungs clear." and sys_.support == 3
-    out = list(sys_.generate([sample(9, "Pneumothorax.")], ctx))
-    assert out[0].prediction == "Lungs clear." and out[0].reference == "Pneumothorax."
+    out = list(sys_.generate([sample(9, "Pneumothorax.").query()], ctx))
+    assert out[0].findings == "Lungs clear." and "reference" not in out[0].to_json()
 
 
 def test_constant_tie_goes_to_first_seen(tmp_path):
@@ -84,42 +106,44 @@ SCRIPT = textwrap.dedent("""
 def _external(tmp_path: Path, mode: str) -> tuple[ExternalSystem, Path]:
     script = tmp_path / f"infer_{mode}.py"
     script.write_text(SCRIPT.format(mode=mode))
-    return ExternalSystem(cmd=f"{sys.executable} {script}"), script
+    return ext(f"{sys.executable} {script}"), script
 
 
 def test_external_follows_the_rexrank_contract_and_reuses_its_output(tmp_path):
     system, script = _external(tmp_path, "ok")
     ctx = FakeCtx(tmp_path, {})
-    samples = [sample(1, "ref one", root=tmp_path), sample(2, "ref two", root=tmp_path)]
+    samples = [sample(1, "ref one", root=tmp_path).query(), sample(2, "ref two", root=tmp_path).query()]
     preds = list(system.generate(samples, ctx))
-    assert [p.prediction for p in preds] == ["files/p1/p1/s1/d1.jpg | dyspnea | 3.5", "files/p1/p2/s2/d2.jpg | dyspnea | 3.5"]
-    assert [p.reference for p in preds] == ["ref one", "ref two"]
+    assert [p.findings for p in preds] == ["files/p1/p1/s1/d1.jpg | dyspnea | 3.5", "files/p1/p2/s2/d2.jpg | dyspnea | 3.5"]
     again = list(system.generate(samples, ctx))  # same input: the command is not run again
-    assert [p.prediction for p in again] == [p.prediction for p in preds]
+    assert [p.findings for p in again] == [p.findings for p in preds]
     assert (Path(str(script) + ".calls")).read_text() == "x"
 
 
 def test_external_missing_ids_get_empty_predictions_with_a_reason(tmp_path):
     system, _ = _external(tmp_path, "drop")
-    preds = list(system.generate([sample(1, "a", root=tmp_path), sample(2, "b", root=tmp_path)], FakeCtx(tmp_path, {})))
-    assert preds[0].prediction == "" and "missing" in preds[0].provenance["error"]
-    assert preds[1].prediction.startswith("files/")
+    preds = list(system.generate([sample(1, "a", root=tmp_path).query(), sample(2, "b", root=tmp_path).query()],
+                                 FakeCtx(tmp_path, {})))
+    assert preds[0].findings == "" and "missing" in preds[0].provenance["error"]
+    assert preds[1].findings.startswith("files/")
 
 
 def test_external_failure_reports_exit_code_and_stderr(tmp_path):
     system, _ = _external(tmp_path, "fail")
     with pytest.raises(BenchError, match="(?s)exited with 3.*model crashed"):
-        list(system.generate([sample(1, "a", root=tmp_path)], FakeCtx(tmp_path, {})))
+        list(system.generate([sample(1, "a", root=tmp_path).query()], FakeCtx(tmp_path, {})))
 
 
 def test_external_needs_a_command():
-    with pytest.raises(BenchError, match="needs a command"):
-        ExternalSystem()
+    with pytest.raises(BenchError, match="system external: bad option.*cmd: Field required"):
+        get_system("external")
+    with pytest.raises(BenchError, match="give the command"):
+        get_system("external", {"cmd": "  "})
 
 
 def test_external_malformed_output(tmp_path):
     script = tmp_path / "bad.py"
     script.write_text("import sys, json; json.dump({'d1': 5}, open(sys.argv[2], 'w'))")
-    system = ExternalSystem(cmd=f"{sys.executable} {script}")
+    system = ext(f"{sys.executable} {script}")
     with pytest.raises(BenchError, match="has no text"):
-        list(system.generate([sample(1, "a", root=tmp_path)], FakeCtx(tmp_path, {})))
+        list(system.generate([sample(1, "a", root=tmp_path).query()], FakeCtx(tmp_path, {})))

@@ -1,4 +1,4 @@
-"""LLM report composition (paper §4.2 Eq. 11, App. B.5; DESIGN.md §1.8).
+"""LLM report composition (paper §4.2 Eq. 11, App. B.5; docs/method.md, Report composition).
 
 The LLM receives the descriptions of the image's active features with their importance
 scores (activations normalised to [0, 1]), and, behind flags (the paper's Table 2

@@ -4,8 +4,8 @@
     x_hat = W_dec h + b_dec                          (decoder norms unconstrained)
     loss  = ||x - x_hat||^2 + lambda * sum_i h_i ||W_dec[:, i]||_2
 
-Initialised like SAE-Rad (DESIGN.md §1.4: unit random encoder rows, W_dec = W_enc^T, biases
-0) so that comparisons isolate the architecture; Conerly et al. themselves start from
+Initialised like SAE-Rad (docs/method.md, Initialisation: unit random encoder rows,
+W_dec = W_enc^T, biases 0) so that comparisons isolate the architecture; Conerly et al. themselves start from
 smaller decoder norms and clip gradients, which the SAE-Rad recipe does not do.
 """
 

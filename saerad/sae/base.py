@@ -1,6 +1,7 @@
 """The interface every sparse autoencoder (SAE) architecture implements, and the registry.
 
-Conventions shared by all architectures (DESIGN.md §1.2-1.4, docs/sae.md):
+Conventions shared by all architectures (docs/method.md: data scaling, architectures,
+initialisation; docs/sae.md):
 
 - n = ``d_in`` input dimensions, m = ``d_sae`` features; parameters are float32 tensors named
   as in the papers (``W_dec`` is (n, m), encoder matrices are (m, n)).
@@ -26,7 +27,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError, UnknownNameError
+from saerad.sae.errors import SAEError, UnknownArchitectureError
 
 
 @dataclass
@@ -39,13 +40,13 @@ class SAEConfig:
 
     def __post_init__(self) -> None:
         if self.d_in <= 0:
-            raise BenchError(f"SAE d_in must be positive, got {self.d_in}")
+            raise SAEError(f"SAE d_in must be positive, got {self.d_in}")
         if self.d_sae is None:
             if self.expansion <= 0:
-                raise BenchError(f"SAE expansion must be positive, got {self.expansion}")
+                raise SAEError(f"SAE expansion must be positive, got {self.expansion}")
             self.d_sae = self.expansion * self.d_in
         if self.d_sae <= 0:
-            raise BenchError(f"SAE d_sae must be positive, got {self.d_sae}")
+            raise SAEError(f"SAE d_sae must be positive, got {self.d_sae}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,7 +56,7 @@ class SAEConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise BenchError(
+            raise SAEError(
                 f"unknown option(s) {unknown} for {cls.__name__}; valid options: {sorted(known)}"
             )
         return cls(**values)
@@ -129,7 +130,7 @@ class SparseAutoencoder(nn.Module):
         """Subclasses create their parameters after this and then call reset_parameters."""
         super().__init__()
         if not isinstance(config, self.config_class):
-            raise BenchError(
+            raise SAEError(
                 f"{type(self).__name__} needs a {self.config_class.__name__}, "
                 f"got {type(config).__name__}"
             )
@@ -141,7 +142,7 @@ class SparseAutoencoder(nn.Module):
     # --- what each architecture defines -------------------------------------------------
     @abstractmethod
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """DESIGN.md §1.4: biases 0, encoder rows random unit directions, W_dec = W_enc^T."""
+        """Initialise (docs/method.md): biases 0, encoder rows random unit directions, W_dec = W_enc^T."""
 
     @abstractmethod
     def encode_scaled(self, x_scaled: Tensor) -> Tensor:
@@ -157,7 +158,7 @@ class SparseAutoencoder(nn.Module):
 
     def set_scale(self, c: float) -> None:
         if not c > 0:
-            raise BenchError(f"the data scaling constant must be positive, got {c}")
+            raise SAEError(f"the data scaling constant must be positive, got {c}")
         self.scale.fill_(float(c))
 
     def encode(self, x: Tensor) -> Tensor:
@@ -177,7 +178,7 @@ class SparseAutoencoder(nn.Module):
         return self.W_dec.norm(dim=0)
 
     def feature_activations(self, x: Tensor) -> Tensor:
-        """f_i = h_i * ||W_dec[:, i]||_2 of raw tokens (DESIGN.md §1.3)."""
+        """f_i = h_i * ||W_dec[:, i]||_2 of raw tokens (docs/method.md, Feature activations)."""
         return self.encode(x) * self.decoder_norms()
 
     def concept_directions(self) -> Tensor:
@@ -223,9 +224,9 @@ def architecture_names() -> list[str]:
 
 
 def get_architecture(name: str) -> type[SparseAutoencoder]:
-    """The SAE class registered under ``name``; UnknownNameError lists the choices."""
+    """The SAE class registered under ``name``; UnknownArchitectureError lists the choices."""
     if name not in ARCHITECTURES:
-        raise UnknownNameError("SAE architecture", name, list(ARCHITECTURES))
+        raise UnknownArchitectureError(name, ARCHITECTURES)
     module_name, class_name = ARCHITECTURES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -243,6 +244,6 @@ def create_sae(
     if config is None:
         config = cls.config_class.from_dict(options)
     elif options:
-        raise BenchError("pass either a config object or keyword options to create_sae, not both")
+        raise SAEError("pass either a config object or keyword options to create_sae, not both")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return cls(config, generator=generator)

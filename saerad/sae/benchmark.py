@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
+from saerad.sae.errors import SAEError
 from saerad.sae.fast import hybrid_gated_step_loss
 from saerad.sae.hybrid_gated import HybridGatedConfig, HybridGatedSAE
 
@@ -56,7 +56,7 @@ def make_benchmark_sae(d_in: int, expansion: int, l0: float, device: torch.devic
     """A hybrid-gated SAE at the paper's initialisation with b_gate set for the given L0."""
     m = d_in * expansion
     if not 0 < l0 < m:
-        raise BenchError(f"l0 must lie strictly between 0 and d_sae = {m}, got {l0}")
+        raise SAEError(f"l0 must lie strictly between 0 and d_sae = {m}, got {l0}")
     sae = HybridGatedSAE(HybridGatedConfig(d_in=d_in, expansion=expansion),
                          generator=torch.Generator().manual_seed(seed))
     z = torch.special.ndtri(torch.tensor(1.0 - l0 / m, dtype=torch.float64)).item()
@@ -101,15 +101,15 @@ def run_benchmark(batch: int = 2048, d_in: int = 768, expansion: int = 64, l0: f
     and the largest relative difference between the two implementations' loss and gradients.
     """
     if batch <= 0 or repeats <= 0:
-        raise BenchError(f"batch and repeats must be positive, got {batch} and {repeats}")
+        raise SAEError(f"batch and repeats must be positive, got {batch} and {repeats}")
     device = torch.device(device)
     if isinstance(dtype, str):
         dtype = {"float32": torch.float32, "fp32": torch.float32,
                  "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(dtype, dtype)
     if dtype not in (torch.float32, torch.bfloat16):
-        raise BenchError(f"dtype must be float32 or bfloat16, got {dtype}")
+        raise SAEError(f"dtype must be float32 or bfloat16, got {dtype}")
     if dtype == torch.bfloat16 and device.type != "cuda":
-        raise BenchError("bfloat16 autocast is only used on CUDA; pass dtype float32 on CPU")
+        raise SAEError("bfloat16 autocast is only used on CUDA; pass dtype float32 on CPU")
     autocast = dtype == torch.bfloat16
 
     gen = torch.Generator().manual_seed(seed + 1)

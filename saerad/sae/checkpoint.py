@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.errors import DataError
+from saerad.sae.errors import SAEDataError
 from saerad.sae.base import SparseAutoencoder, get_architecture
 
 FORMAT = "saerad-sae/1"
@@ -73,10 +73,10 @@ def save_sae(
 def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise DataError(f"{directory} is not an SAE checkpoint: {CONFIG_FILE} is missing")
+        raise SAEDataError(f"{directory} is not an SAE checkpoint: {CONFIG_FILE} is missing")
     config = json.loads(path.read_text())
     if config.get("format") != FORMAT:
-        raise DataError(f"{path} has format {config.get('format')!r}; expected {FORMAT!r}")
+        raise SAEDataError(f"{path} has format {config.get('format')!r}; expected {FORMAT!r}")
     return config
 
 
@@ -96,19 +96,19 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu") -> Spars
     sae = cls(cls.config_class.from_dict(config["sae_config"]))
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise DataError(f"{directory} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
+        raise SAEDataError(f"{directory} has {CONFIG_FILE} but no {WEIGHTS_FILE}")
     tensors = load_file(str(weights_path))
     expected = sae.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise DataError(
+        raise SAEDataError(
             f"{weights_path} does not match a {config['arch']} SAE: missing {missing}, "
             f"unexpected {unexpected}"
         )
     for name, t in tensors.items():
         if t.shape != expected[name].shape:
-            raise DataError(
+            raise SAEDataError(
                 f"{weights_path}: {name} has shape {tuple(t.shape)}, config.json implies "
                 f"{tuple(expected[name].shape)}"
             )

@@ -1,4 +1,4 @@
-"""A fast training step for the hybrid-gated SAE (DESIGN.md §1.3, issue 3 item 6).
+"""A fast training step for the hybrid-gated SAE (docs/method.md; speed: docs/sae-benchmark.md).
 
 The reference ``HybridGatedSAE.forward_losses`` leaves everything to autograd. Three facts
 about the model let one training step cost little more than one dense encoder product:
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.errors import BenchError
+from saerad.sae.errors import SAEError
 
 log = logging.getLogger(__name__)
 
@@ -301,13 +301,13 @@ def hybrid_gated_step_loss(sae, x_scaled: Tensor, l1_coeff: float,
     """
     for name in ("W_gate", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec"):
         if not isinstance(getattr(sae, name, None), torch.Tensor):
-            raise BenchError(f"hybrid_gated_step_loss needs a hybrid-gated SAE with parameter "
+            raise SAEError(f"hybrid_gated_step_loss needs a hybrid-gated SAE with parameter "
                              f"{name!r}; got {type(sae).__name__}. Use sae.forward_losses instead.")
     n = sae.W_gate.shape[1]
     if x_scaled.ndim != 2 or x_scaled.shape[1] != n:
-        raise BenchError(f"x_scaled must have shape (batch, {n}), got {tuple(x_scaled.shape)}")
+        raise SAEError(f"x_scaled must have shape (batch, {n}), got {tuple(x_scaled.shape)}")
     if path not in ("auto", "sparse", "dense"):
-        raise BenchError(f"path must be 'auto', 'sparse' or 'dense', got {path!r}")
+        raise SAEError(f"path must be 'auto', 'sparse' or 'dense', got {path!r}")
     x = x_scaled.detach().to(sae.W_gate.dtype)
     with torch.no_grad():
         P = _encoder_product(x, sae.W_gate.detach())

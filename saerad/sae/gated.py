@@ -1,4 +1,6 @@
-"""Gated SAE (Rajamanoharan et al. 2024), as described in SAE-Rad §3.2 (DESIGN.md §1.3).
+"""Gated SAE (Rajamanoharan et al. 2024), as described in SAE-Rad §3.2.
+
+See docs/method.md, "Architectures compared".
 
     x_c     = x - b_dec                                  (input centred by the decoder bias)
     pi_gate = W_gate x_c + b_gate

@@ -1,4 +1,4 @@
-"""SAE-Rad's "hybrid gated" SAE (arXiv 2410.03334 §4.1, DESIGN.md §1.3).
+"""SAE-Rad's "hybrid gated" SAE (arXiv 2410.03334 §4.1; docs/method.md, Hybrid gated).
 
 A gated encoder (Rajamanoharan et al. 2024) with the April-update decoder (Conerly et al.
 2024): no input centring, unconstrained decoder norms that enter the sparsity penalty, and an

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.errors import DataError
+from saerad.sae.errors import SAEDataError
 from saerad.sae.base import SparseAutoencoder
 
 DENSE_THRESHOLD = 0.1
@@ -97,7 +97,7 @@ def evaluate_sae(
     try:
         for z in batches:
             if z.ndim != 2 or z.shape[1] != sae.d_in:
-                raise DataError(
+                raise SAEDataError(
                     f"tokens have shape {tuple(z.shape)} but the SAE expects (N, {sae.d_in})"
                 )
             x = z.to(device=device, dtype=torch.float32) * sae.scale
@@ -112,7 +112,7 @@ def evaluate_sae(
     finally:
         sae.train(was_training)
     if n == 0:
-        raise DataError("no tokens to evaluate the SAE on")
+        raise SAEDataError("no tokens to evaluate the SAE on")
     freq = (fired / n).numpy()
     return SAEEvalReport(
         n_tokens=n, d_in=sae.d_in, d_sae=sae.d_sae,

@@ -1,4 +1,4 @@
-"""The data scaling constant c of SAE-Rad (paper App. B.3, DESIGN.md §1.2).
+"""The data scaling constant c of SAE-Rad (paper App. B.3; docs/method.md, Data scaling).
 
 Tokens are multiplied by one constant c chosen so that the mean L2 norm of the scaled
 training tokens is sqrt(d_in):  E||c z||_2 = sqrt(d_in)  =>  c = sqrt(d_in) / E||z||_2.
@@ -13,7 +13,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from bench.errors import DataError
+from saerad.sae.errors import SAEDataError
 
 
 def _as_numpy(batch: object) -> np.ndarray:
@@ -35,19 +35,19 @@ def estimate_scale(batches: Iterable[object] | np.ndarray | torch.Tensor, chunk:
     for batch in batches:
         z = _as_numpy(batch)
         if z.ndim != 2:
-            raise DataError(f"token batches must be 2-D (tokens, d_in); got shape {z.shape}")
+            raise SAEDataError(f"token batches must be 2-D (tokens, d_in); got shape {z.shape}")
         if d_in is None:
             d_in = z.shape[1]
         elif z.shape[1] != d_in:
-            raise DataError(f"token batches disagree on d_in: {d_in} vs {z.shape[1]}")
+            raise SAEDataError(f"token batches disagree on d_in: {d_in} vs {z.shape[1]}")
         norms = np.linalg.norm(z.astype(np.float64), axis=1)
         if not np.all(np.isfinite(norms)):
-            raise DataError("tokens contain NaN or infinite values; fix the token cache")
+            raise SAEDataError("tokens contain NaN or infinite values; re-create or clean the token source")
         total += float(norms.sum())
         count += len(norms)
     if count == 0 or d_in is None:
-        raise DataError("cannot estimate the scaling constant from zero tokens")
+        raise SAEDataError("cannot estimate the scaling constant from zero tokens")
     mean_norm = total / count
     if mean_norm == 0.0:
-        raise DataError("all tokens are zero vectors; the scaling constant is undefined")
+        raise SAEDataError("all tokens are zero vectors; the scaling constant is undefined")
     return math.sqrt(d_in) / mean_norm

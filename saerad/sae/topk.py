@@ -11,8 +11,8 @@ A latent is dead when it has not fired on any of the last ``dead_tokens`` traini
 (Gao et al.: 10M tokens); ``tokens_since_fired`` counts this and is updated by
 ``forward_losses`` while the module is in training mode. No L1 term: sparsity is fixed by k,
 so the trainer's lambda is ignored. Differences from Gao et al.: b_dec starts at 0 (not the
-geometric median, DESIGN.md §1.4) and both terms are per-sample sums of squares like every
-other architecture here, rather than variance-normalised MSEs.
+geometric median; docs/method.md, Initialisation) and both terms are per-sample sums of
+squares like every other architecture here, rather than variance-normalised MSEs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError
+from saerad.sae.errors import SAEError
 from saerad.sae.base import SAEConfig, SparseAutoencoder, add_relu_parameters, init_relu_parameters, sum_sq
 
 
@@ -41,9 +41,9 @@ class TopKConfig(SAEConfig):
         if self.k_aux is None:
             self.k_aux = max(1, self.d_in // 2)
         if not 0 < self.k <= self.d_sae:
-            raise BenchError(f"topk SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k}")
+            raise SAEError(f"topk SAE needs 0 < k <= d_sae ({self.d_sae}), got k={self.k}")
         if self.k_aux <= 0 or self.aux_coeff < 0 or self.dead_tokens <= 0:
-            raise BenchError("topk SAE needs k_aux > 0, aux_coeff >= 0 and dead_tokens > 0")
+            raise SAEError("topk SAE needs k_aux > 0, aux_coeff >= 0 and dead_tokens > 0")
 
 
 def keep_top(pre: Tensor, k: int) -> Tensor:

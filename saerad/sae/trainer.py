@@ -1,4 +1,4 @@
-"""Train an SAE on CLS tokens with the SAE-Rad recipe (paper App. B.3, DESIGN.md §1.5).
+"""Train an SAE on CLS tokens with the SAE-Rad recipe (paper App. B.3; docs/method.md).
 
 Defaults (``TrainConfig()``): Adam(0.9, 0.999), no weight decay; learning rate warmed up
 linearly over the first 1% of steps to 5e-5 and decayed linearly to 0 over the last 20%;
@@ -18,15 +18,15 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError, DataError
 from saerad.sae.base import SparseAutoencoder, create_sae, get_architecture
 from saerad.sae.checkpoint import (load_sae, load_train_state, read_config, save_metrics, save_sae,
                                    save_train_state, weights_step)
+from saerad.sae.errors import SAEDataError, SAEError
 from saerad.sae.metrics import FiringWindow, explained_variance
 from saerad.sae.scaling import estimate_scale
 from saerad.sae.tokens import TokenSource, iter_token_batches, iter_token_chunks, load_token_array
@@ -66,17 +66,17 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        get_architecture(self.arch)  # UnknownNameError early, listing the choices
+        get_architecture(self.arch)  # UnknownArchitectureError early, listing the choices
         positive = ("steps", "batch_size", "log_every", "checkpoint_every", "activity_every",
                     "dead_window_steps")
         for name in positive:
             if getattr(self, name) <= 0:
-                raise BenchError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+                raise SAEError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         for name in ("lr_warmup_frac", "lr_decay_frac", "l1_warmup_frac"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise BenchError(f"TrainConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
+                raise SAEError(f"TrainConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.lr < 0 or self.l1_coeff < 0 or self.weight_decay < 0:
-            raise BenchError("TrainConfig lr, l1_coeff and weight_decay must be non-negative")
+            raise SAEError("TrainConfig lr, l1_coeff and weight_decay must be non-negative")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +86,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise BenchError(f"unknown training option(s) {unknown}; valid options: {sorted(known)}")
+            raise SAEError(f"unknown training option(s) {unknown}; valid options: {sorted(known)}")
         return cls(**values)
 
 
@@ -138,9 +138,9 @@ def resolve_step_fn(sae: SparseAutoencoder, fast: bool) -> tuple[StepFn, str]:
 class Trainer:
     """One training run, optionally tied to a checkpoint directory.
 
-    ``tokens`` is a token source (array, tensor, .npy, .safetensors, token-cache directory),
-    or a factory ``start_batch -> iterable of raw token batches``; a plain iterable is also
-    accepted but then the caller must position it correctly when resuming.
+    ``tokens`` is a token source (array, tensor, .npy or .safetensors file), or a factory
+    ``start_batch -> iterable of raw token batches``; a plain iterable is also accepted but
+    then the caller must position it correctly when resuming.
 
     ``scale`` skips estimating the scaling constant; ``sae`` trains a model built by the
     caller (a custom initialisation or an ablated variant) instead of a fresh one from
@@ -154,25 +154,22 @@ class Trainer:
         out_dir: str | Path | None = None,
         *,
         resume: bool = False,
-        ids: Sequence[str] | None = None,
         scale: float | None = None,
         sae: SparseAutoencoder | None = None,
     ):
         self.config = config
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._tokens = tokens
-        self._ids = ids
         if self._is_source():
             # Load (or memory-map) once; scale estimation and batching both read it.
-            self._tokens = load_token_array(tokens, ids)  # type: ignore[arg-type]
-            self._ids = None
+            self._tokens = load_token_array(tokens)  # type: ignore[arg-type]
         self.device = torch.device(config.device)
         self.history: list[dict[str, Any]] = []
         self.step = 0
         state = None
         if resume:
             if self.out_dir is None:
-                raise BenchError("resume needs the checkpoint directory (out_dir)")
+                raise SAEError("resume needs the checkpoint directory (out_dir)")
             state = load_train_state(self.out_dir)
         if state is not None:
             self._restore(state)
@@ -189,7 +186,7 @@ class Trainer:
 
     def _d_in(self) -> int:
         if self._is_source():
-            return int(load_token_array(self._tokens, self._ids).shape[1])  # type: ignore[arg-type]
+            return int(load_token_array(self._tokens).shape[1])  # type: ignore[arg-type]
         first = next(iter(self._batches(0)))
         return int(first.shape[1])
 
@@ -201,15 +198,15 @@ class Trainer:
             )
             sae = create_sae(cfg.arch, sae_config, seed=cfg.seed)
         elif sae.d_in != self._d_in():
-            raise BenchError(f"the given SAE takes {sae.d_in}-d inputs but the tokens are {self._d_in()}-d")
+            raise SAEError(f"the given SAE takes {sae.d_in}-d inputs but the tokens are {self._d_in()}-d")
         self.sae = sae
         if scale is None:
             if not self._is_source():
-                raise BenchError(
+                raise SAEError(
                     "the scaling constant is estimated on a token source (array or file); "
                     "with a batch iterator pass scale=estimate_scale(<one pass over the tokens>)"
                 )
-            scale = estimate_scale(iter_token_chunks(self._tokens, ids=self._ids))  # type: ignore[arg-type]
+            scale = estimate_scale(iter_token_chunks(self._tokens))  # type: ignore[arg-type]
         self.sae.set_scale(scale)
         log.info("data scaling constant c = %.6g", scale)
         self.sae.to(self.device)
@@ -237,12 +234,12 @@ class Trainer:
                    "adam_beta2", "adam_eps", "weight_decay", "seed")
         diff = {k: (saved.get(k), mine[k]) for k in binding if saved.get(k) != mine[k]}
         if diff:
-            raise BenchError(
+            raise SAEError(
                 f"cannot resume {self.out_dir}: the training config differs from the saved one "
                 f"(saved, given): {diff}; resume with the saved config or use a new --out"
             )
         if weights_step(self.out_dir) != int(state["step"]):
-            raise DataError(
+            raise SAEDataError(
                 f"{self.out_dir}: sae.safetensors is from step {weights_step(self.out_dir)} but "
                 f"train_state.pt from step {state['step']} (interrupted while saving?); "
                 "delete train_state.pt to start over"
@@ -262,7 +259,7 @@ class Trainer:
         tokens = self._tokens
         if self._is_source():
             return iter_token_batches(tokens, self.config.batch_size, self.config.seed,  # type: ignore[arg-type]
-                                      start_batch=start_batch, ids=self._ids)
+                                      start_batch=start_batch)
         if callable(tokens):
             return iter(tokens(start_batch))
         return iter(tokens)  # type: ignore[arg-type]
@@ -289,7 +286,7 @@ class Trainer:
             try:
                 z = next(batches)
             except StopIteration:
-                raise DataError(f"the token stream ended at step {self.step} of {end}") from None
+                raise SAEDataError(f"the token stream ended at step {self.step} of {end}") from None
             step = self.step
             x = z.to(self.device, torch.float32) * self.sae.scale
             for group in self.optimizer.param_groups:
@@ -339,7 +336,7 @@ class Trainer:
     def save(self) -> None:
         """Write the checkpoint directory (weights, config, metrics, resume state)."""
         if self.out_dir is None:
-            raise BenchError("this trainer has no output directory to save to")
+            raise SAEError("this trainer has no output directory to save to")
         save_sae(self.sae, self.out_dir, step=self.step, train_config=self.config.to_dict())
         save_train_state(self.out_dir, {
             "step": self.step,
@@ -362,10 +359,9 @@ def train_sae(
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
-    ids: Sequence[str] | None = None,
 ) -> SparseAutoencoder:
     """Train (or resume) an SAE and return it; the checkpoint is in ``out_dir`` if given."""
-    trainer = Trainer(config or TrainConfig(), tokens, out_dir, resume=resume, ids=ids)
+    trainer = Trainer(config or TrainConfig(), tokens, out_dir, resume=resume)
     return trainer.train()
 
 
