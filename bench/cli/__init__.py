@@ -62,9 +62,23 @@ def _mount_plugins(app: typer.Typer) -> None:
             log.warning("command plug-in %s is neither a typer app nor a function; skipped", name)
 
 
+def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, exits, aborts) of click and of the click that typer vendors, if it does."""
+    usage: list[type] = [click.exceptions.UsageError]
+    try:
+        import typer._click.exceptions as vendored  # recent typer versions ship their own click
+
+        usage.append(vendored.UsageError)
+    except ImportError:
+        pass
+    return (tuple(usage), (click.exceptions.Exit, typer.Exit),
+            (click.exceptions.Abort, typer.Abort, KeyboardInterrupt))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
+    usage_errors, exits, aborts = _parser_exceptions()
     try:
         rc = build_app()(args, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
@@ -72,13 +86,16 @@ def main(argv: list[str] | None = None) -> None:
         if verbose:
             console.print(traceback.format_exc(), highlight=False, markup=False)
         sys.exit(2)
-    except click.exceptions.UsageError as exc:
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+            console.print(exc.format_message(), highlight=False, markup=False)
+            sys.exit(2)
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         console.print(f"[red]usage error:[/red] {exc.format_message()}{hint}", highlight=False)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except aborts:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
     except Exception as exc:  # a bug: say so, keep the traceback for -v

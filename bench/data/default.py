@@ -25,11 +25,17 @@ class PhantomDefault:
     seed: int = 0
 
     def dirname(self) -> str:
-        return f"phantom-n{self.n_train}-t{self.n_test}-s{self.seed}"
+        # The generator's version is part of the name: a new generator never reuses old images.
+        from bench.data.phantom.generate import GENERATOR_VERSION
+
+        return f"phantom-v{GENERATOR_VERSION}-n{self.n_train}-t{self.n_test}-s{self.seed}"
 
 
 def cache_root() -> Path:
-    """Where the harness keeps generated data, token caches and model downloads of its own."""
+    """The default cache root: generated data, token caches, labels, annotations, LLM answers.
+
+    Commands pass the root they were given (--cache-dir) down through the run context; this
+    default is used only where none was given."""
     return Path(os.environ.get("SAERAD_BENCH_CACHE", Path.home() / ".cache" / "saerad-bench"))
 
 
