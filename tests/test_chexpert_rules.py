@@ -8,7 +8,6 @@ from sklearn.metrics import classification_report
 
 from bench.metrics.chexpert_rules import ChexpertRulesMetric, clauses, find_mentions, label_report, label_reports
 from bench.metrics.f1 import BLANK, NEGATIVE, OBSERVATIONS, POSITIVE, TOP5_INDEX, UNCERTAIN, to_binary_rrg
-from bench.metrics.registry import register_metric  # noqa: F401  (registration happens on import)
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 

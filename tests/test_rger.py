@@ -334,14 +334,14 @@ def test_unavailable_when_weights_are_missing(fake_env):
 
 
 def test_scoring_reports_rger_unavailable(fake_env):
-    from bench.scoring import score
+    from bench.stages.score import score
 
     tmp, _ = fake_env
-    result = score(["s1"], ["No effusion."], ["No effusion."], metric_names=["rger"], n_bootstrap=0,
+    result = score(["s1"], ["No effusion."], ["No effusion."], metrics=["rger"], n_bootstrap=0,
                    metric_options={"rger": {"cache_dir": str(tmp / "cache"), "hf_cache_dir": str(tmp / "hf")}})
     entry = result.metrics["rger"]
     assert entry["status"] == "unavailable" and "radgraph-xl.tar.gz" in entry["reason"]
-    assert entry["columns"] == ["rger"]
+    assert entry["metadata"]["columns"] == [{"key": "rger", "header": "RGER"}]
 
 
 def test_unavailable_without_radgraph(tmp_path, monkeypatch):
