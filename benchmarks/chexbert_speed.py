@@ -34,13 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# The repo root (for bench, when it is not installed) and tests/ (for the test helpers, which
+# are not part of the installed package) go on sys.path before the imports below. The helpers
+# are imported as `helpers.*`, not `tests.helpers.*`: tests/ is not a package, and f1chexbert
+# installs an unrelated top-level `tests` package that would shadow it.
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
 
 from bench.metrics.chexbert import (DEFAULT_BATCH, CheXbertLabeller, CheXbertMetric, encode,  # noqa: E402
                                     load_tokenizer)
-from bench.metrics.chexbert_reference import (reference_labeller, reference_labels,  # noqa: E402
-                                              write_random_checkpoint)
+from helpers.chexbert_reference import (reference_labeller, reference_labels,  # noqa: E402
+                                        write_random_checkpoint)
 
 SIZES = {"bert-base": (768, 12, 3072), "tiny": (128, 2, 256)}
 

@@ -10,11 +10,15 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
+import pandas as pd
 import typer
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    from bench.llm import LLMClient
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,11 @@ def radfact_command(
     model: Optional[str] = typer.Option(None, "--model", help="model name the judge serves"),
     mode: str = typer.Option("faithful", help="faithful (one call per phrase, as the reference) | batched"),
     out: Optional[Path] = typer.Option(None, "--out", help="write per-study phrases, verdicts and scores (JSONL)"),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="LLM response cache (default: <bench cache>/llm/responses.sqlite)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                             help="cache root; the response cache is CACHE_DIR/llm/responses.sqlite "
+                                                  "(default: the bench cache root, $SAERAD_BENCH_CACHE or "
+                                                  "~/.cache/saerad-bench)"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="response cache file (overrides --cache-dir)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the response cache"),
     concurrency: int = typer.Option(16, help="LLM requests in flight"),
     timeout: float = typer.Option(300.0, help="seconds per LLM attempt"),
@@ -39,12 +47,16 @@ def radfact_command(
     seed: int = typer.Option(0, help="bootstrap seed"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
 ) -> None:
-    """Score predictions with RadFact: LLM phrases, entailment both ways, logical precision/recall/F1."""
+    """Score predictions with RadFact: LLM phrases, entailment both ways, logical precision/recall/F1.
+
+    The judge is probed first: an unreachable server, a rejected key or a model it does not
+    serve is a one-line error (exit code 2) before any request. Studies the judge does not
+    answer are reported as failed and left out of the scores."""
     try:
         summary = run_radfact(predictions, judge, model, mode, out, None if no_cache else (cache or "default"),
                               concurrency, timeout, phrase_examples, entailment_examples, n_phrase_examples,
-                              n_entailment_examples, bootstrap, seed)
-    except BenchError as exc:
+                              n_entailment_examples, bootstrap, seed, cache_dir=cache_dir)
+    except BenchError as exc:  # MetricUnavailable included: one line, exit code 2, as the bench CLI does
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
@@ -57,42 +69,56 @@ def run_radfact(predictions: Path, judge: str, model: str | None, mode: str = "f
                 cache: Path | str | None = "default", concurrency: int = 16, timeout: float = 300.0,
                 phrase_examples: Path | None = None, entailment_examples: Path | None = None,
                 n_phrase_examples: int | None = None, n_entailment_examples: int | None = None,
-                bootstrap: int = 1000, seed: int = 0, progress: bool = True) -> dict:
-    """The library function behind the command: scores, counts, intervals, LLM usage."""
-    import pandas as pd
+                bootstrap: int = 1000, seed: int = 0, progress: bool = True, *,
+                cache_dir: Path | None = None, client: "LLMClient | None" = None) -> dict:
+    """The library function behind the command: scores, counts, intervals, LLM usage.
 
-    from bench.data.default import cache_root
+    cache: "default" (<cache_dir>/llm/responses.sqlite, cache_dir defaulting to the bench
+    cache root), a file, or None for no cache. `client`: a ready LLMClient to judge with
+    (then judge/model/cache only label the summary). Raises MetricUnavailable when the judge
+    cannot answer (probed first) or answered no study; failed studies are counted and left
+    out of the values and intervals."""
     from bench.llm import make_client
     from bench.stats import bootstrap as bootstrap_fn
-    from radfact.evaluate import RadFactConfig, evaluate
+    from radfact.evaluate import evaluate
     from radfact.io import read_studies, write_results
-    from radfact.metric import RadFactMetric
+    from radfact.metric import RadFactMetric, raise_if_unanswered
 
     studies = read_studies(predictions)
-    cfg = RadFactConfig(mode=mode, phrase_examples=phrase_examples, entailment_examples=entailment_examples,
-                        n_phrase_examples=n_phrase_examples, n_entailment_examples=n_entailment_examples)
-    cache_path = cache_root() / "llm" / "responses.sqlite" if cache == "default" else cache
-    client = make_client(judge, model, cache_path, max_concurrency=concurrency, timeout=timeout)
-    if client is None:
+    if client is None and judge.strip().lower() == "none":
         raise BenchError("--judge none cannot score RadFact; give an LLM, e.g. --judge openai:http://host:8000/v1 "
                          "--model NAME")
+    if client is None and cache is None:  # --no-cache: a client with no response cache
+        client = make_client(judge, model, None, max_concurrency=concurrency, timeout=timeout)
+    metric = RadFactMetric(judge=judge, model=model, mode=mode, cache=None if cache == "default" else cache,
+                           concurrency=concurrency, timeout=timeout, phrase_examples=phrase_examples,
+                           entailment_examples=entailment_examples, n_phrase_examples=n_phrase_examples,
+                           n_entailment_examples=n_entailment_examples, progress=progress, client=client)
+    metric.attach_cache(cache_dir)  # None: the bench cache root
+    metric.check()  # probes the judge: MetricUnavailable before any request is made
+    llm = metric.client()
     try:
-        results = evaluate(studies, client, cfg, progress=progress)
+        results = evaluate(studies, llm, metric.cfg, progress=progress)
     finally:
-        client.close()
+        llm.close()
     if out is not None:
         write_results(results, out)
+    raise_if_unanswered(results, judge)
+    failed = [r for r in results if r.failed]
     rows = pd.DataFrame([r.score.row() for r in results])
-    metric = RadFactMetric(judge=judge, model=model, mode=mode)
-    values = metric.aggregate(rows)
-    summary: dict = {"n_studies": len(studies), "values": values, "config": cfg.describe(), "judge": judge,
-                     "model": model}
+    # Failed studies are counted, never scored: values and intervals come from the others.
+    scored = rows[~rows[metric.failed_column()].astype(bool)].reset_index(drop=True)
+    values = metric.aggregate(scored)
+    summary: dict = {"n_studies": len(studies), "n_scored": len(scored), "n_failed": len(failed),
+                     "failed_ids": [r.id for r in failed], "first_failure": failed[0].error if failed else None,
+                     "values": values, "failures": metric.failures(scored), "config": metric.cfg.describe(),
+                     "judge": judge, "model": model}
     if bootstrap > 0:
-        iv = bootstrap_fn(metric, rows, n_resamples=bootstrap, seed=seed)
+        iv = bootstrap_fn(metric, scored, n_resamples=bootstrap, seed=seed)
         summary["intervals"] = {k: {"median": iv[k].median, "low": iv[k].low, "high": iv[k].high}
                                 for k in ("radfact_f1", "radfact_precision", "radfact_recall")}
-    usage = client.usage.as_dict()
-    summary["llm"] = client.manifest()
+    usage = llm.usage.as_dict()
+    summary["llm"] = llm.manifest()
     # Cost of this run per study: what was paid now plus what the cache saved.
     calls = usage["calls"] + usage["cache_hits"]
     tokens = usage["prompt_tokens"] + usage["cached_prompt_tokens"]
@@ -114,7 +140,12 @@ def _print(summary: dict) -> None:
         t.add_row(k.removeprefix("radfact_"), val, f"{100 * iv['median']:.1f}" if iv else "",
                   f"{100 * iv['low']:.1f} - {100 * iv['high']:.1f}" if iv else "")
     Console().print(t)
-    Console().print(f"LLM failures {int(v['radfact_llm_failures'])}, phrase rewrites {int(v['radfact_phrase_rewrites'])}, "
+    if summary["n_failed"]:
+        Console().print(f"[yellow]{summary['n_failed']} of {summary['n_studies']} studies failed[/yellow] (the judge "
+                        f"gave no answer; left out of the scores; first error: {summary['first_failure']})")
+    f = summary["failures"] or {"failed": 0, "of": 0}
+    Console().print(f"unparseable judge answers {f['failed']} of {f['of']}; "
+                    f"LLM failures {int(v['radfact_llm_failures'])}, phrase rewrites {int(v['radfact_phrase_rewrites'])}, "
                     f"invalid studies {int(v['radfact_invalid_studies'])} (phrasing failures "
                     f"{int(v['radfact_phrase_failures'])}); per study: "
                     f"{summary['cost_per_study']['requests']:.1f} requests, "

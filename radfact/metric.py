@@ -1,95 +1,176 @@
 """RadFact as a bench metric ("radfact" in `bench run` / `bench score`).
 
-Options (`--metric-opt radfact.KEY=VALUE`):
+Options (`--metric-opt radfact.KEY=VALUE`, validated by `RadFactMetric.Options`):
     judge      an LLM spec as in docs/llm.md, e.g. openai:http://gpu:8000/v1 (several
                comma-separated URLs share the load); required: without it the metric is
                unavailable (offline default)
     model      the model the judge serves, e.g. meta-llama/Meta-Llama-3-70B-Instruct
     mode       faithful (default; one call per phrase, as the reference) | batched
-    cache      SQLite response cache (default: <bench cache>/llm/responses.sqlite)
+    cache      SQLite response cache (default: <cache root>/llm/responses.sqlite)
     concurrency  requests in flight (default 16)
     phrase_examples, entailment_examples  few-shot files (ours or microsoft/RadFact's)
     n_phrase_examples, n_entailment_examples  keep only the first n examples
+    timeout    seconds per LLM attempt (default 300)
+    progress   show progress bars (default true)
+    probe      check the judge in `check()` (default true)
+
+Failures are never scores. `check()` probes the judge before anything is generated and
+raises MetricUnavailable when it cannot answer (refused connection, unknown host, key
+rejected, model not served). During `per_sample` a study whose requests got no answer
+after the client's retries is marked failed (`radfact_failed`) with neutral statistics;
+if the judge answered no study at all the metric is unavailable. Answers that came back
+but could not be read count as not entailed (the reference's convention) and are reported
+by `failures()`.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from bench.errors import BenchError, MetricUnavailable
+from bench.errors import MetricUnavailable, ModelUnavailableError
 from bench.metrics.base import Metric
-from bench.metrics.registry import register_metric
-from radfact.evaluate import RadFactConfig, Study, evaluate
-from radfact.scores import COLUMNS, aggregate_totals, sufficient_statistics
+from bench.options import OptionsModel, validate_options
+from radfact.evaluate import RadFactConfig, Study, StudyResult, evaluate
+from radfact.scores import PREFIX, aggregate_totals, is_failed, sufficient_statistics
+
+if TYPE_CHECKING:
+    from bench.llm import LLMClient
 
 log = logging.getLogger(__name__)
 
 REMEDY = ("pass --metric-opt radfact.judge=openai:URL --metric-opt radfact.model=NAME "
           "(see docs/radfact.md for serving Llama-3-70B-Instruct with vLLM)")
+REMEDY_DOWN = "check that the judge server is up and serves the model, then run again (answers already given are cached)"
+PROBE_TIMEOUT_S = 5.0
 
 
-def _int_or_none(name: str, value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise BenchError(f"radfact {name} must be a whole number, got {value!r}") from None
+def raise_if_unanswered(results: Sequence[StudyResult], judge: str | None) -> None:
+    """MetricUnavailable when studies failed and the judge answered none of the others either.
+
+    Then there is nothing to report but the judge's failure (scores from the few studies
+    that needed no call, empty reports say, would stand for the whole set)."""
+    failed = [r for r in results if r.failed]
+    if failed and not any(r.score.judgements for r in results if not r.failed):
+        raise MetricUnavailable(f"judge {judge} answered no study ({len(failed)} of {len(results)} failed; "
+                                f"first error: {failed[0].error})", REMEDY_DOWN)
 
 
-@register_metric("radfact")
 class RadFactMetric(Metric):
     name = "radfact"
-    columns = COLUMNS
+    columns = (f"{PREFIX}_f1",)  # the paper's table shows F1; precision, recall, counts stay in aggregate()
+    headers = {f"{PREFIX}_f1": "RadFact F1"}
+    version = "2"  # 2: a request the judge did not answer fails its study instead of counting as not entailed
     description = ("RadFact (Bannur et al. 2024): LLM report->phrases, then entailment of each candidate phrase "
                    "against the reference phrases (logical precision) and of each reference phrase against the "
                    "candidate phrases (logical recall); per-study fractions, NaN-aware means over studies, "
-                   "F1 of the two means; unparseable answers not entailed; studies with unmatched evidence dropped")
+                   "F1 of the two means; unparseable answers not entailed; studies with unmatched evidence dropped; "
+                   "studies the judge did not answer failed, never scored")
+
+    class Options(OptionsModel):
+        judge: str | None = None  # LLM spec (docs/llm.md); None: unavailable
+        model: str | None = None  # the model the judge serves
+        mode: Literal["faithful", "batched"] = "faithful"
+        cache: Path | None = None  # response cache file; None: <cache root>/llm/responses.sqlite
+        concurrency: int = Field(16, ge=1)  # requests in flight, over all endpoints
+        phrase_examples: Path | None = None  # few-shot file (ours or microsoft/RadFact's); None: ours
+        entailment_examples: Path | None = None
+        n_phrase_examples: int | None = Field(None, ge=0)  # keep the first n examples
+        n_entailment_examples: int | None = Field(None, ge=0)
+        timeout: float = Field(300.0, gt=0)  # seconds per LLM attempt
+        progress: bool = True
+        probe: bool = True  # check the judge in check(); false e.g. to re-score from the cache alone
 
     def __init__(self, judge: str | None = None, model: str | None = None, mode: str = "faithful",
                  cache: str | Path | None = None, concurrency: int | str = 16,
                  phrase_examples: str | Path | None = None, entailment_examples: str | Path | None = None,
                  n_phrase_examples: int | str | None = None, n_entailment_examples: int | str | None = None,
-                 timeout: float | str = 300.0, progress: bool | str = True):
-        self.judge = (judge or "").strip() or None
-        self.model = model or None
-        self.cache = Path(cache) if cache else None
-        self.concurrency = _int_or_none("concurrency", concurrency) or 16
-        self.timeout = float(timeout)
-        self.progress = str(progress).lower() not in ("0", "false", "no")
-        self.cfg = RadFactConfig(mode=str(mode), phrase_examples=Path(phrase_examples) if phrase_examples else None,
-                                 entailment_examples=Path(entailment_examples) if entailment_examples else None,
-                                 n_phrase_examples=_int_or_none("n_phrase_examples", n_phrase_examples),
-                                 n_entailment_examples=_int_or_none("n_entailment_examples", n_entailment_examples))
-        self._client = None
+                 timeout: float | str = 300.0, progress: bool | str = True, probe: bool | str = True, *,
+                 client: "LLMClient | None" = None):
+        """Keyword arguments as the options (strings accepted, validated the same way).
+
+        `client`: a ready LLMClient to judge with instead of one built from `judge`/`model`
+        (library use and tests: own retries, backoff, cache mode)."""
+        opts = validate_options(self.Options, {
+            "judge": judge, "model": model, "mode": mode, "cache": cache, "concurrency": concurrency,
+            "phrase_examples": phrase_examples, "entailment_examples": entailment_examples,
+            "n_phrase_examples": n_phrase_examples, "n_entailment_examples": n_entailment_examples,
+            "timeout": timeout, "progress": progress, "probe": probe}, f"metric {self.name}")
+        self.opts = opts
+        self.judge = (opts.judge or "").strip() or None
+        self.model = opts.model or None
+        self.cache = opts.cache
+        self.concurrency = opts.concurrency
+        self.timeout = opts.timeout
+        self.progress = opts.progress
+        self.probe = opts.probe
+        self.cfg = RadFactConfig(mode=opts.mode, phrase_examples=opts.phrase_examples,
+                                 entailment_examples=opts.entailment_examples,
+                                 n_phrase_examples=opts.n_phrase_examples,
+                                 n_entailment_examples=opts.n_entailment_examples)
+        self._client = client
+        if client is not None and self.judge is None:
+            self.judge = f"{client.backend.kind}:{client.backend.model}"
+
+    # -- the judge ---------------------------------------------------------------
+    def cache_path(self) -> Path:
+        """The response cache: the `cache` option, else <cache root>/llm/responses.sqlite."""
+        return self.cache if self.cache is not None else self.resolved_cache_root() / "llm" / "responses.sqlite"
 
     def check(self) -> None:
-        if self.judge is None or self.judge.lower() == "none":
-            raise MetricUnavailable("no judge endpoint configured", REMEDY)
-        from bench.llm import parse_spec
+        """MetricUnavailable unless the judge can answer; within seconds, before any generation.
 
-        parse_spec(self.judge, self.model)  # a malformed spec is the user's error: say so now
-
-    def client(self):
+        A malformed judge spec stays a BenchError: it is the user's typo, not the machine's state."""
         if self._client is None:
-            from bench.data.default import cache_root
-            from bench.llm import make_client
+            if self.judge is None or self.judge.lower() == "none":
+                raise MetricUnavailable("no judge endpoint configured", REMEDY)
+            from bench.llm import parse_spec
 
-            self.check()
-            path = self.cache or cache_root() / "llm" / "responses.sqlite"
-            self._client = make_client(self.judge, self.model, path, max_concurrency=self.concurrency,  # type: ignore[arg-type]
-                                       timeout=self.timeout)
+            parse_spec(self.judge, self.model)
+        client = self.client()
+        if not self.probe:
+            return
+        from bench.llm import LLMUnavailable
+
+        try:
+            client.probe(PROBE_TIMEOUT_S)
+        except LLMUnavailable as e:
+            raise MetricUnavailable(f"judge {e.reason}", e.remedy) from e
+
+    def client(self) -> "LLMClient":
+        """The judge's client, built on first use (nothing is sent to the judge here)."""
+        if self._client is None:
+            from bench.llm import LLMUnavailable, make_client
+
+            if self.judge is None or self.judge.lower() == "none":
+                raise MetricUnavailable("no judge endpoint configured", REMEDY)
+            try:
+                client = make_client(self.judge, self.model, self.cache_path(), max_concurrency=self.concurrency,
+                                     timeout=self.timeout)
+            except LLMUnavailable as e:  # a key variable not set, say
+                raise MetricUnavailable(f"judge {e.reason}", e.remedy) from e
+            except ModelUnavailableError as e:  # a package or model file missing
+                raise MetricUnavailable(f"judge {self.judge}: {e}") from e
+            if client is None:  # "none" was caught above; make_client's contract allows it
+                raise MetricUnavailable("no judge endpoint configured", REMEDY)
+            self._client = client
         return self._client
 
+    # -- scoring -----------------------------------------------------------------
     def per_sample(self, references: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
+        """One row per study. A study the judge did not answer has `radfact_failed` True and
+        neutral statistics; if the judge answered nothing at all, MetricUnavailable."""
         studies = [Study(str(i), reference=r, prediction=p) for i, (r, p) in enumerate(zip(references, predictions))]
         results = evaluate(studies, self.client(), self.cfg, progress=self.progress)
-        return pd.DataFrame([r.score.row() for r in results])
+        raise_if_unanswered(results, self.judge)
+        rows = pd.DataFrame([r.score.row() for r in results])
+        assert self.failed_column() in rows.columns or not len(rows)
+        return rows
 
     # AdditiveMetric: the bootstrap resamples sums of these rows (bench.stats.aggregators).
     def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
@@ -99,11 +180,25 @@ class RadFactMetric(Metric):
         return aggregate_totals(totals)
 
     def aggregate(self, rows: pd.DataFrame) -> dict[str, float]:
+        """Corpus values; failed rows contribute nothing (their statistics are zero)."""
         return {k: float(v) for k, v in aggregate_totals(self.sufficient_statistics(rows).sum(0)).items()}
 
+    def failures(self, rows: pd.DataFrame) -> dict[str, Any] | None:
+        """Judge answers that came back but could not be read, of all answers the scored studies used.
+
+        Counted from the per-sample columns radfact_unparseable and radfact_judgements (report
+        phrasings plus entailment verdicts); failed studies have neither."""
+        need = (f"{PREFIX}_unparseable", f"{PREFIX}_judgements")
+        if any(c not in rows.columns for c in need):
+            return None
+        records = rows.to_dict("records")
+        kept = [r for r in records if not is_failed(r)]
+        return {"failed": int(sum(int(r[need[0]]) for r in kept)), "of": int(sum(int(r[need[1]]) for r in kept)),
+                "what": "judge answers that could not be parsed"}
+
     def config(self) -> dict:
-        out = {"name": self.name, "description": self.description, "judge": self.judge, "model": self.model,
-               **self.cfg.describe()}
+        out = {"name": self.name, "version": self.version, "description": self.description, "judge": self.judge,
+               "model": self.model, **self.cfg.describe()}
         if self._client is not None:
             out["llm"] = self._client.manifest()
         return out

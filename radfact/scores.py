@@ -1,4 +1,4 @@
-"""RadFact scores from entailment verdicts (DESIGN.md §3, RadFact bullet).
+"""RadFact scores from entailment verdicts (docs/metrics.md, RadFact).
 
 Per study:
     logical precision = entailed candidate phrases / candidate phrases
@@ -12,6 +12,17 @@ A study whose judge answers cannot be matched to its phrases (evidence pointing 
 premise phrase) is invalid and dropped from both means, as the reference does; it is
 counted. So are LLM failures (unparseable answers, counted as not entailed) and phrase
 rewrites (the judge echoed a different hypothesis than it was given).
+
+A *failed* study is different: the judge gave no answer for one of its requests (server
+unreachable, 5xx or timeouts after the retries, key or model refused). Its row has
+`radfact_failed = True` and neutral statistics (NaN precision and recall, invalid-flag
+off, every count 0), so it adds nothing to any sum: the harness leaves failed rows out of
+aggregates and resamples, and `sufficient_statistics` zeroes them as well. Failures are
+never scores.
+
+Each row also counts the judge's answers the study used (`radfact_judgements`: report
+phrasings plus entailment verdicts) and how many of them could not be read
+(`radfact_unparseable` = llm_failures + phrase_failures), for the metric's `failures()`.
 
 For the bootstrap each study is one row of sufficient statistics, and every corpus value
 is a function of their column sums (see `SUFFICIENT` and `aggregate_totals`), so any
@@ -52,19 +63,29 @@ class StudyScore:
     llm_failures: int = 0
     phrase_rewrites: int = 0
     invalid: bool = False
-    phrase_failures: int = 0  # reports (0, 1 or 2) that could not be split into phrases
+    phrase_failures: int = 0  # reports (0, 1 or 2) whose phrasing answer could not be read
+    failed: bool = False  # the judge gave no answer for one of the study's requests: not scored
+    judgements: int = 0  # judge answers the study used: phrasings + entailment verdicts
 
     def __post_init__(self) -> None:
         if not (0 <= self.candidate_entailed <= self.n_candidate and 0 <= self.reference_entailed <= self.n_reference):
             raise ValueError(f"entailed counts must lie in [0, phrases]: {self}")
+        if self.failed and (self.n_candidate or self.n_reference or self.llm_failures or self.phrase_failures
+                            or self.phrase_rewrites or self.invalid or self.judgements):
+            raise ValueError(f"a failed study carries no counts (its row must move no aggregate): {self}")
+
+    @classmethod
+    def failure(cls) -> "StudyScore":
+        """The neutral score of a study the judge did not answer."""
+        return cls(0, 0, 0, 0, failed=True)
 
     @property
     def precision(self) -> float:
-        return _ratio(self.candidate_entailed, self.n_candidate) if not self.invalid else math.nan
+        return _ratio(self.candidate_entailed, self.n_candidate) if not (self.invalid or self.failed) else math.nan
 
     @property
     def recall(self) -> float:
-        return _ratio(self.reference_entailed, self.n_reference) if not self.invalid else math.nan
+        return _ratio(self.reference_entailed, self.n_reference) if not (self.invalid or self.failed) else math.nan
 
     def row(self) -> dict[str, float | int | bool]:
         """The per-sample row: readable scores, counts, validity flags."""
@@ -75,7 +96,9 @@ class StudyScore:
                 f"{PREFIX}_candidate_entailed": self.candidate_entailed,
                 f"{PREFIX}_reference_entailed": self.reference_entailed,
                 f"{PREFIX}_llm_failures": self.llm_failures, f"{PREFIX}_phrase_rewrites": self.phrase_rewrites,
-                f"{PREFIX}_invalid": self.invalid, f"{PREFIX}_phrase_failures": self.phrase_failures}
+                f"{PREFIX}_invalid": self.invalid, f"{PREFIX}_phrase_failures": self.phrase_failures,
+                f"{PREFIX}_failed": self.failed, f"{PREFIX}_judgements": self.judgements,
+                f"{PREFIX}_unparseable": self.llm_failures + self.phrase_failures}
 
 
 def _ratio(num: int, den: int) -> float:
@@ -91,10 +114,20 @@ def f1(precision: np.ndarray | float, recall: np.ndarray | float) -> np.ndarray:
     return np.where(np.isnan(s), np.nan, out)
 
 
+def is_failed(row: Mapping[str, object]) -> bool:
+    """The row's failed flag; rows from before the flag existed (or NaN, after a concat) are not failed."""
+    value = row.get(f"{PREFIX}_failed", False)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
+
+
 def sufficient_statistics(rows: Sequence[Mapping[str, object]]) -> np.ndarray:
-    """(n, len(SUFFICIENT)) from per-sample rows (dicts or DataFrame records)."""
+    """(n, len(SUFFICIENT)) from per-sample rows (dicts or DataFrame records); a failed row is all zeros."""
     out = np.zeros((len(rows), len(SUFFICIENT)))
     for i, row in enumerate(rows):
+        if is_failed(row):
+            continue  # no answer, no statistics: whatever else the row holds moves nothing
         p, r = float(row[f"{PREFIX}_precision"]), float(row[f"{PREFIX}_recall"])  # type: ignore[arg-type]
         p_ok, r_ok = bool(row[f"{PREFIX}_precision_valid"]), bool(row[f"{PREFIX}_recall_valid"])
         out[i] = (p if p_ok else 0.0, float(p_ok), r if r_ok else 0.0, float(r_ok),

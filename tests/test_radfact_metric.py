@@ -1,7 +1,8 @@
 """RadFact as a bench metric and as a command, against a scripted OpenAI-compatible judge
 (tests/llm_server.py FaultServer answering with test_radfact_pipeline.scripted_answer):
-availability, hand-computed values through bench.scoring with bootstrap intervals, the
-additive bootstrap path, and a run killed mid-way and resumed without repeating a call."""
+availability, hand-computed values through the harness scorer (bench.stages.score) with
+bootstrap intervals and failure counts, the additive bootstrap path, and a run killed
+mid-way and resumed without repeating a call. Failure semantics: test_radfact_failures.py."""
 
 from __future__ import annotations
 
@@ -39,15 +40,15 @@ def test_unavailable_without_a_judge():
 
 
 def test_scoring_through_bench_gives_hand_computed_values(tmp_path):
-    from bench.scoring import score
+    from bench.stages.score import score
 
     refs = [s.reference or "" for s in STUDIES]
     preds = [s.prediction or "" for s in STUDIES]
-    with FaultServer(judge) as server:
+    with FaultServer(judge, models=["judge"]) as server:
         res = score([s.id for s in STUDIES], refs, preds, ["radfact"], n_bootstrap=200,
                     metric_options={"radfact": {"judge": f"openai:{server.url}", "model": "judge",
                                                 "mode": "batched", "cache": str(tmp_path / "c.sqlite"),
-                                                "progress": "false"}})
+                                                "progress": "false"}}, cache_root=tmp_path)
     m = res.metrics["radfact"]
     assert m["status"] == "ok"
     assert m["values"]["radfact_f1"]["value"] == pytest.approx(65 / 97)
@@ -57,6 +58,13 @@ def test_scoring_through_bench_gives_hand_computed_values(tmp_path):
     assert 0 <= lo <= 65 / 97 <= hi <= 1
     assert m["config"]["llm"]["usage"]["calls"] == 15  # 8 phrasing + 7 batched entailment calls
     assert list(res.rows["radfact_precision_valid"]) == [True, True, False, False, True]
+    # The leaderboard shows F1 only; one unreadable verdict (GARBLE) of 23 judge answers
+    # (9 report phrasings, s5's two identical reports sharing a call, + 14 verdicts), and no
+    # failed study.
+    assert m["metadata"]["columns"] == [{"key": "radfact_f1", "header": "RadFact F1"}]
+    assert m["failures"] == {"failed": 1, "of": 23, "what": "judge answers that could not be parsed"}
+    assert m["n_failed_samples"] == 0 and not res.rows["radfact_failed"].any()
+    assert server.gets["/v1/models"] == 1  # check() probed the judge once, with no chat request
 
 
 def test_additive_bootstrap_equals_the_generic_path(tmp_path):
@@ -91,7 +99,7 @@ def test_killed_run_resumes_without_repeating_a_paid_call(tmp_path):
         reply.delay = 0.15
         return reply
 
-    with FaultServer(slow_judge) as server:
+    with FaultServer(slow_judge, models=["judge"]) as server:
         cmd = [sys.executable, "-m", "radfact.cli", "--predictions", str(preds), "--judge", f"openai:{server.url}",
                "--model", "judge", "--cache", str(cache), "--concurrency", "1", "--bootstrap", "0", "--json"]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

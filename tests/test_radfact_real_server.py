@@ -1,7 +1,8 @@
 """RadFact against a real model: llama-cpp-python's OpenAI-compatible server on SmolLM2-135M
 (session fixture `llama_server`, tests/llm_server.py). The model is too small to judge; this
 proves the plumbing: phrases come back as lists, every verdict is read or counted as a
-failure, the scores are consistent with the verdicts, and a second run is all cache hits.
+failure, the scores are consistent with the verdicts, and a second run is all cache hits;
+as a metric, check() accepts the served model and names it when another is asked for.
 Skipped only when llama-cpp-python is not installed."""
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import math
 import pytest
 from llm_server import llama_server  # noqa: F401 (a fixture)
 
+from bench.errors import MetricUnavailable
 from bench.llm import LLMClient, ResponseCache
 from bench.llm.openai_compat import OpenAICompatBackend
 from radfact.evaluate import RadFactConfig, Study, evaluate
+from radfact.metric import RadFactMetric
 from radfact.scores import aggregate
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
@@ -37,6 +40,22 @@ def test_radfact_plumbing_on_a_real_server(llama_server, tmp_path):  # noqa: F81
         again = LLMClient(OpenAICompatBackend([llama_server.url], "smollm2"), ResponseCache(path), timeout=120.0)
         evaluate(STUDIES, again, cfg, progress=False)
         assert again.usage.calls == 0 and llama_server.completions_served() == served
+
+
+def test_radfact_metric_checks_and_scores_on_a_real_server(llama_server, tmp_path):  # noqa: F811
+    spec = {"judge": f"openai:{llama_server.url}", "mode": "batched", "timeout": "120", "progress": "false"}
+    wrong = RadFactMetric.from_options({**spec, "model": "llama3"}, cache_root=tmp_path)
+    with pytest.raises(MetricUnavailable, match=r"does not serve model 'llama3' \(it serves: smollm2\)"):
+        wrong.check()
+    metric = RadFactMetric.from_options({**spec, "model": "smollm2"}, cache_root=tmp_path)
+    metric.cfg = RadFactConfig(mode="batched", **CFG)  # short answers keep the test fast
+    metric.check()
+    rows = metric.per_sample([s.reference for s in STUDIES], [s.prediction for s in STUDIES])
+    assert list(rows[metric.failed_column()]) == [False]  # the judge answered: nothing failed
+    f = metric.failures(rows)
+    assert f["of"] >= 2 and 0 <= f["failed"] <= f["of"]  # at least the two phrasings were judged
+    assert (tmp_path / "llm" / "responses.sqlite").is_file()
+    assert metric.config()["llm"]["usage"]["failures"] == 0
 
 
 def check(results) -> None:

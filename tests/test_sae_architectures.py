@@ -1,6 +1,7 @@
 """Loss terms of every SAE architecture on tiny hand-picked examples (n=2, m=3).
 
-Expected values come from the formulas in DESIGN.md §1.3 / the papers, written out again here
+Expected values come from the formulas in docs/method.md (Sparse autoencoder architectures) /
+the papers, written out again here
 in numpy (and, for hybrid-gated, worked out by hand in the comments), never by calling the
 library's own code.
 """
@@ -13,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError, UnknownNameError
-from saerad.sae import architecture_names, create_sae, get_architecture
+from saerad.sae import SAEError, UnknownArchitectureError, architecture_names, create_sae, get_architecture
 
 ALL = ["april-update", "gated", "hybrid-gated", "standard", "topk"]
 
@@ -54,15 +54,43 @@ def test_registry_lists_all_architectures():
 
 
 def test_unknown_architecture_lists_choices():
-    with pytest.raises(UnknownNameError) as err:
+    with pytest.raises(UnknownArchitectureError) as err:
         get_architecture("jumprelu")
     assert err.value.choices == ALL
     for name in ALL:
         assert name in str(err.value)
+    assert isinstance(err.value, SAEError)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err.value))  # e.g. raised in a worker process
+    assert again.choices == ALL and str(again) == str(err.value)
+
+
+def test_library_does_not_import_the_harness():
+    # saerad.sae must work without the evaluation harness: no `bench` import anywhere in it,
+    # at module level or inside functions.
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import saerad.sae
+
+    for path in sorted(Path(saerad.sae.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n == "bench" or n.startswith("bench.") for n in names), (path, node.lineno)
+    # Importing every module (in a fresh interpreter) loads nothing of the harness either.
+    modules = sorted(p.stem for p in Path(saerad.sae.__file__).parent.glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module('saerad.sae.' + m)\n"
+            "sys.exit(any(m == 'bench' or m.startswith('bench.') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_unknown_config_option_is_an_error():
-    with pytest.raises(BenchError, match="valid options"):
+    with pytest.raises(SAEError, match="valid options"):
         create_sae("standard", d_in=4, expansion=2, k=3)
 
 
@@ -232,7 +260,7 @@ def test_gradient_projection_removes_parallel_component():
 
 
 def test_rejects_bad_sizes():
-    with pytest.raises(BenchError, match="d_in"):
+    with pytest.raises(SAEError, match="d_in"):
         create_sae("hybrid-gated", d_in=0)
-    with pytest.raises(BenchError, match="k"):
+    with pytest.raises(SAEError, match="k"):
         create_sae("topk", d_in=4, d_sae=8, k=9)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from bench.errors import BenchError
 from saerad.sae.benchmark import (PARAM_NAMES, dense_reference_losses, make_benchmark_sae,
                                   run_benchmark)
+from saerad.sae.errors import SAEError
 from saerad.sae.fast import SPARSE_MAX_DENSITY, gate_density, hybrid_gated_step_loss
 from saerad.sae.hybrid_gated import HybridGatedConfig, HybridGatedSAE
 
@@ -162,11 +162,11 @@ def test_gate_density_counts_sampled_rows() -> None:
 
 def test_bad_input_is_named() -> None:
     sae = _random_sae()
-    with pytest.raises(BenchError, match=r"shape \(batch, 16\)"):
+    with pytest.raises(SAEError, match=r"shape \(batch, 16\)"):
         hybrid_gated_step_loss(sae, torch.randn(4, 15), L1)
-    with pytest.raises(BenchError, match="path must be"):
+    with pytest.raises(SAEError, match="path must be"):
         hybrid_gated_step_loss(sae, torch.randn(4, 16), L1, path="fastest")
-    with pytest.raises(BenchError, match="W_gate"):
+    with pytest.raises(SAEError, match="W_gate"):
         hybrid_gated_step_loss(torch.nn.Linear(2, 2), torch.randn(4, 2), L1)
 
 
@@ -176,7 +176,7 @@ def test_benchmark_sae_hits_requested_l0() -> None:
     x = torch.randn(512, 64, generator=torch.Generator().manual_seed(7))
     l0 = float((sae.encode_scaled(x) > 0).sum(-1).float().mean())
     assert abs(l0 - 15) < 1.5
-    with pytest.raises(BenchError, match="l0"):
+    with pytest.raises(SAEError, match="l0"):
         make_benchmark_sae(d_in=8, expansion=2, l0=16, device=torch.device("cpu"))
 
 
@@ -186,5 +186,5 @@ def test_benchmark_smoke() -> None:
         assert k in res and res[k] > 0, k
     assert (res["batch"], res["d_in"], res["d_sae"]) == (32, 32, 128)
     assert res["max_rel_diff_loss"] < 1e-5 and res["max_rel_diff_grad"] < 1e-4
-    with pytest.raises(BenchError, match="bfloat16"):
+    with pytest.raises(SAEError, match="bfloat16"):
         run_benchmark(batch=4, d_in=8, expansion=2, l0=1, repeats=1, dtype="bfloat16")

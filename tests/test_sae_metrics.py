@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from saerad.sae import create_sae, evaluate_sae, explained_variance
-from saerad.sae.cli import app
+from saerad.sae import UnknownArchitectureError, create_sae, evaluate_sae, explained_variance
 from saerad.sae.metrics import FiringWindow
+from saerad.sae_cli import app
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -121,3 +121,47 @@ def test_cli_errors_are_clear(tmp_path):
     res = runner.invoke(app, ["eval", "--sae", str(tmp_path / "none"), "--tokens",
                               str(tmp_path / "tok.npy")])
     assert res.exit_code == 2 and "not an SAE checkpoint" in res.output
+    res = runner.invoke(app, ["train", "--tokens", str(tmp_path / "tok.npy"), "--out",
+                              str(tmp_path / "x"), "--ids", str(tmp_path / "ids.txt")])
+    assert res.exit_code == 2 and "ids file" in res.output
+
+
+def test_cli_mounted_like_bench_raises_bench_error(tmp_path):
+    # `bench` mounts the app with add_typer and runs without click's standalone mode, mapping
+    # BenchError to one line and exit code 2 itself: the library's error must arrive as one.
+    import typer
+    from typer.main import get_command
+
+    from bench.errors import BenchError
+
+    root = typer.Typer()
+    root.add_typer(app, name="sae")
+    np.save(tmp_path / "tok.npy", np.ones((64, 4), np.float32))
+    args = ["sae", "train", "--tokens", str(tmp_path / "tok.npy"), "--out", str(tmp_path / "x"),
+            "--arch", "sparse-magic"]
+    with pytest.raises(BenchError, match="hybrid-gated") as err:
+        get_command(root).main(args, standalone_mode=False)
+    assert isinstance(err.value.__cause__, UnknownArchitectureError)
+
+
+def test_cli_reads_a_token_cache_directory(tmp_path):
+    from bench.encoders.cache import TokenCache
+
+    z = np.random.default_rng(0).normal(size=(48, 4)).astype(np.float32)
+    ids = [f"d{i:03d}" for i in range(48)]
+    with TokenCache(tmp_path / "cache", "fp0", dim=4, encoder_name="test").writer() as w:
+        w.append(ids, z)
+    (tmp_path / "ids.txt").write_text("# train split\n" + "\n".join(ids[:32]) + "\n")
+    cache_dir, out = tmp_path / "cache" / "fp0", tmp_path / "sae"
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--tokens", str(cache_dir), "--ids", str(tmp_path / "ids.txt"),
+                              "--out", str(out), "--arch", "standard", "--expansion", "2", "--steps", "2",
+                              "--batch-size", "16", "--eval-tokens", "0"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", "--sae", str(out), "--tokens", str(cache_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["n_tokens"] == 48
+    np.save(tmp_path / "tok.npy", z)
+    res = runner.invoke(app, ["eval", "--sae", str(out), "--tokens", str(tmp_path / "tok.npy"),
+                              "--ids", str(tmp_path / "ids.txt")])
+    assert res.exit_code == 2 and "token-cache directory" in res.output

@@ -93,7 +93,7 @@ def test_quick_recovery_fails_without_sparsity(quick_toy):
     assert score < 0.9, (score, last)
 
 
-# The setting: d = 64, 256 true directions, ~4 active per token, 512 SAE features.
+# The full-size toy: d = 64, 256 true directions, ~4 active per token, 512 SAE features.
 FULL = dict(d=64, n_true=256, active=4.0)
 
 

@@ -11,9 +11,8 @@ import torch
 from safetensors.numpy import save_file as save_numpy_safetensors
 from safetensors.torch import load_file
 
-from bench.errors import BenchError, DataError
-from saerad.sae import (TrainConfig, Trainer, create_sae, estimate_scale, iter_token_batches, l1_at,
-                        load_sae, lr_at, save_sae)
+from saerad.sae import (SAEDataError, SAEError, TrainConfig, Trainer, create_sae, estimate_scale,
+                        iter_token_batches, l1_at, load_sae, lr_at, save_sae)
 from saerad.sae.checkpoint import load_train_state, read_config
 from saerad.sae.trainer import resolve_step_fn
 
@@ -71,13 +70,13 @@ def test_sparsity_schedule():
 
 
 def test_bad_config_values_are_errors():
-    with pytest.raises(BenchError, match="steps"):
+    with pytest.raises(SAEError, match="steps"):
         TrainConfig(steps=0)
-    with pytest.raises(BenchError, match="lr_decay_frac"):
+    with pytest.raises(SAEError, match="lr_decay_frac"):
         TrainConfig(lr_decay_frac=1.5)
-    with pytest.raises(BenchError, match="valid options"):
+    with pytest.raises(SAEError, match="valid options"):
         TrainConfig.from_dict({"learning_rate": 1e-3})
-    with pytest.raises(BenchError, match="hybrid-gated"):
+    with pytest.raises(SAEError, match="hybrid-gated"):
         TrainConfig(arch="nope")
 
 
@@ -92,7 +91,7 @@ def test_estimate_scale_hand_values():
     c = math.sqrt(16) / np.linalg.norm(z.astype(np.float64), axis=1).mean()
     assert estimate_scale(z) == pytest.approx(c, rel=1e-12)
     assert estimate_scale([z[:100], z[100:250], z[250:]]) == pytest.approx(c, rel=1e-12)
-    with pytest.raises(DataError):
+    with pytest.raises(SAEDataError):
         estimate_scale(np.zeros((0, 4)))
 
 
@@ -135,12 +134,12 @@ def test_token_files(tmp_path):
     b = next(iter_token_batches(tmp_path / "t.safetensors", 16, seed=1))
     c = next(iter_token_batches(z, 16, seed=1))
     assert torch.equal(a, c) and torch.equal(b, c)
-    with pytest.raises(DataError, match="batch size"):
+    with pytest.raises(SAEDataError, match="batch size"):
         next(iter_token_batches(z, 100, seed=0))
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(SAEDataError, match="does not exist"):
         next(iter_token_batches(tmp_path / "missing.npy", 4))
     np.save(tmp_path / "bad.npy", np.zeros((4, 2, 2), np.float32))
-    with pytest.raises(DataError, match="2-D"):
+    with pytest.raises(SAEDataError, match="2-D"):
         next(iter_token_batches(tmp_path / "bad.npy", 2))
 
 
@@ -175,9 +174,9 @@ def test_load_rejects_mismatched_weights(tmp_path):
     cfg["sae_config"]["d_in"] = 5
     cfg["sae_config"]["d_sae"] = 10
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(DataError, match="shape"):
+    with pytest.raises(SAEDataError, match="shape"):
         load_sae(tmp_path)
-    with pytest.raises(DataError, match="not an SAE checkpoint"):
+    with pytest.raises(SAEDataError, match="not an SAE checkpoint"):
         load_sae(tmp_path / "nothing")
 
 
@@ -219,7 +218,7 @@ def test_resume_is_bit_for_bit(arch, fast, tmp_path):
 def test_resume_refuses_a_different_recipe(tmp_path):
     z = _tokens()
     _run(tmp_path, "run", _small(), z, until=9)
-    with pytest.raises(BenchError, match="differs"):
+    with pytest.raises(SAEError, match="differs"):
         Trainer(_small(lr=2e-3), z, tmp_path / "run", resume=True)
 
 
@@ -249,21 +248,31 @@ def test_fast_path_only_for_the_unmodified_hybrid_gated():
         "HybridGatedSAE.forward_losses"
 
 
-def test_token_cache_directory_with_ids(tmp_path):
+def test_token_cache_directory_is_read_outside_the_library(tmp_path):
+    # The library reads no harness token cache; saerad.harness_tokens turns one into an array.
     from bench.encoders.cache import TokenCache
+    from bench.errors import DataError
+    from saerad.harness_tokens import load_tokens
+    from saerad.sae.tokens import load_token_array
 
     z = _tokens(40, 4)
     ids = [f"d{i:03d}" for i in range(40)]
     cache = TokenCache(tmp_path, "fp0", dim=4, encoder_name="test")
     with cache.writer() as w:
         w.append(ids, z)
-    from saerad.sae.tokens import load_token_array
-
-    whole = load_token_array(tmp_path / "fp0")
+    with pytest.raises(SAEDataError, match="harness_tokens"):
+        load_token_array(tmp_path / "fp0")
+    whole = load_tokens(tmp_path / "fp0")
     np.testing.assert_array_equal(whole, z)  # sorted ids = insertion order here
-    picked = load_token_array(tmp_path / "fp0", ids=["d005", "d001"])
+    picked = load_tokens(tmp_path / "fp0", ids=["d005", "d001"])
     np.testing.assert_array_equal(picked, z[[5, 1]])
     with pytest.raises(DataError, match="token-cache"):
-        load_token_array(z, ids=["d001"])
-    trainer = Trainer(_small(steps=2, batch_size=8), tmp_path / "fp0", ids=ids[:16])
+        load_tokens(z, ids=["d001"])
+    with pytest.raises(DataError, match="meta.json"):
+        load_tokens(tmp_path, ids=["d001"])
+    np.save(tmp_path / "t.npy", z)
+    np.testing.assert_array_equal(load_tokens(tmp_path / "t.npy"), z)  # files pass through
+    with pytest.raises(SAEDataError, match="does not exist"):
+        load_tokens(tmp_path / "missing.npy")
+    trainer = Trainer(_small(steps=2, batch_size=8), load_tokens(tmp_path / "fp0", ids[:16]))
     assert trainer.train().d_in == 4

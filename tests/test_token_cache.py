@@ -12,8 +12,8 @@ from PIL import Image
 from bench.data.records import Sample
 from bench.encoders import (TokenCache, encode_dataset, load_encoder, load_tokens, parse_shard,
                             shard_of)
-from bench.encoders.tiny import save_tiny_dinov2
 from bench.errors import BenchError, DataError
+from helpers.tiny_dinov2 import save_tiny_dinov2
 
 
 @pytest.fixture(scope="module")
