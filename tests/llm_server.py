@@ -167,7 +167,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+        # The server with weight repacking off (tests/helpers/llama_server_main.py says why).
+        launcher = Path(__file__).resolve().parent / "helpers" / "llama_server_main.py"
+        proc = subprocess.Popen([sys.executable, str(launcher), "--model", str(model),
                                  "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
                                  "--n_threads", "1", "--n_threads_batch", "1",
                                  "--model_alias", "smollm2"],

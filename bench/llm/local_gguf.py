@@ -76,6 +76,7 @@ class LocalGGUFBackend(LLMBackend):
         if self._llama is None:
             from llama_cpp import Llama
 
+            disable_weight_repacking()
             log.info("loading %s with llama.cpp (n_ctx=%d)", self.path, self.n_ctx)
             # n_threads_batch (prompt processing) defaults to every core in llama-cpp-python;
             # on a shared machine its spinning threads made a 34-token prompt take 10+ s
@@ -120,3 +121,26 @@ class LocalGGUFBackend(LLMBackend):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "model": self.model, "path": str(self.path), "n_ctx": self.n_ctx}
+
+
+def disable_weight_repacking() -> None:
+    """Load GGUF models without llama.cpp's CPU weight repacking ("extra buffer types").
+
+    Some virtual machines advertise AMX in /proc/cpuinfo but fault on its instructions, and
+    the repacked weights then kill the process at its first generation. Repacking changes only
+    speed, never the output, and the models run here in-process are small, so it is always off.
+    llama-cpp-python has no argument for it; its default-parameters function is wrapped instead
+    (once; idempotent)."""
+    import llama_cpp.llama_cpp as lib
+
+    if getattr(lib.llama_model_default_params, "_no_repack", False):
+        return
+    original = lib.llama_model_default_params
+
+    def no_repack():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    no_repack._no_repack = True  # type: ignore[attr-defined]
+    lib.llama_model_default_params = no_repack
