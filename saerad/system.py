@@ -344,6 +344,8 @@ class SaeRadSystem(System):
             for s, fs, comp in zip(chunk, feats, comps):
                 yield Prediction(s.id, comp.text, {
                     "composer": comp.method,
+                    # An LLM composer that failed for this report: the text is the LLM-free one.
+                    "fallback": composer is not None and comp.method != "llm",
                     "tau": self.opts.tau,
                     "n_active": len(fs),
                     "active_features": [f.to_json() for f in fs],

@@ -256,3 +256,27 @@ def test_compare_runs_paired_test(tmp_path, phantom, tiny_encoder):
     diff, _ = compare_runs(a, b, n_permutations=200)
     by_col = {r.column: r for r in diff}
     assert by_col["rougeL"].a == pytest.approx(1.0) and by_col["rougeL"].p_value < 0.01
+
+
+def test_a_second_writer_of_a_run_directory_is_refused(tmp_path, phantom, tiny_encoder):
+    """While one process holds a run directory, another `bench run` into it refuses; it never appends."""
+    import subprocess
+    import sys
+    import time
+
+    out = one(tmp_path, phantom, tiny_encoder)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from bench.stages.generate import run_lock\n"
+        f"with run_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(30)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = (out / "predictions.jsonl").read_bytes()
+        t0 = time.perf_counter()
+        with pytest.raises(BenchError, match=r"is being written by pid \d+"):
+            one(tmp_path, phantom, tiny_encoder)
+        assert time.perf_counter() - t0 < 20 and (out / "predictions.jsonl").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    one(tmp_path, phantom, tiny_encoder)  # the lock dies with its process: no stale lock

@@ -58,7 +58,9 @@ def test_streaming_topk_equals_brute_force(chunk):
 def test_ties_go_to_the_earlier_image():
     tokens = np.tile(np.random.default_rng(1).normal(size=(1, 8)).astype(np.float32), (9, 1))
     sae = _sae()
-    r = streaming_topk(sae, tokens, k=3, chunk_size=2)
+    # Chunks of equal size: a matrix product over 1 row and over 2 rows may round differently,
+    # which would break the exact ties this test is about; three chunks of 3 keep them exact.
+    r = streaming_topk(sae, tokens, k=3, chunk_size=3)
     firing = r["count"] > 0
     assert firing.any()
     np.testing.assert_array_equal(r["top_index"][firing], np.tile([0, 1, 2], (firing.sum(), 1)))

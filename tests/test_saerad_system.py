@@ -127,12 +127,23 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
         return LLMClient(backend, **kw)
 
     monkeypatch.setattr(bench.llm, "make_client", make_client)
-    out = run(_cfg(tmp_path / "llm", phantom, tiny_encoder, cache, llm="openai:http://x", model="m",
-                   indication="true", expansion="2", llm_concurrency="3", llm_timeout="45"))
+    req = _cfg(tmp_path / "llm", phantom, tiny_encoder, cache, llm="openai:http://x", model="m",
+               indication="true", expansion="2", llm_concurrency="3", llm_timeout="45")
+    # One of ten reports fell back to the LLM-free text: 10% is over the 5% a run may fall
+    # back without saying so, so the run fails, keeping its predictions ...
+    with pytest.raises(BenchError, match="1 of 10 predictions of saerad were not made the system's own way"):
+        run(req)
     assert made == [{"max_concurrency": 3, "timeout": 45.0}]
+    # ... and is kept, marked, with --allow-fallback (nothing is generated again).
+    req.allow_fallback = True
+    out = run(req)
+    assert len(made) == 1
+    from bench.stages.leaderboard import load_board
+
+    assert load_board(out).rows[0][0] == "saerad (10% fallback)"
     preds = _preds(out)
     llm_made = [p for p in preds if p["provenance"]["composer"] == "llm"]
-    assert len(llm_made) == 9
+    assert len(llm_made) == 9 and sum(p["provenance"]["fallback"] for p in preds) == 1
     assert all(p["prediction"] == "There is a small left pleural effusion. No pneumothorax." for p in llm_made)
     compose_prompts = [t for t in backend.prompts if "Report 1:" not in t]
     assert len(compose_prompts) == 10 and all("<indication>" in t for t in compose_prompts)

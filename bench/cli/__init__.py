@@ -13,7 +13,6 @@ import logging
 import sys
 import traceback
 
-import click
 import typer
 from rich.logging import RichHandler
 
@@ -64,15 +63,24 @@ def _mount_plugins(app: typer.Typer) -> None:
 
 def _parser_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
     """(usage errors, exits, aborts) of click and of the click that typer vendors, if it does."""
-    usage: list[type] = [click.exceptions.UsageError]
-    try:
-        import typer._click.exceptions as vendored  # recent typer versions ship their own click
+    usage: list[type] = []
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort, KeyboardInterrupt]
+    try:  # recent typer versions ship their own click ...
+        import typer._click.exceptions as vendored
 
         usage.append(vendored.UsageError)
     except ImportError:
         pass
-    return (tuple(usage), (click.exceptions.Exit, typer.Exit),
-            (click.exceptions.Abort, typer.Abort, KeyboardInterrupt))
+    try:  # ... older ones use click itself
+        import click
+
+        usage.append(click.exceptions.UsageError)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(usage), tuple(exits), tuple(aborts)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,6 +55,8 @@ def run(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cuda if present)"),
     metrics: Optional[list[str]] = METRICS, metric_opt: Optional[list[str]] = METRIC_OPT,
     bootstrap: int = BOOTSTRAP, seed: int = SEED, cache_dir: Optional[Path] = CACHE_DIR,
+    allow_fallback: bool = typer.Option(False, "--allow-fallback", help="keep runs in which over 5% of the "
+                                        "predictions fell back from the system's own method (tables mark them)"),
 ) -> None:
     from bench.stages.leaderboard import load_boards, render
     from bench.stages.run import RunRequest
@@ -67,7 +69,7 @@ def run(
                      labels=labels(label, systems),
                      data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device),
                      metrics=metric_list, metric_options=addressed(metric_opt, "--metric-opt", metric_list, "metric"),
-                     out=out, n_bootstrap=bootstrap, seed=seed)
+                     out=out, n_bootstrap=bootstrap, seed=seed, allow_fallback=allow_fallback)
     parent, dirs = run_stages(req)
     for d in dirs:
         console.print(f"[green]run written to[/green] {d}")
@@ -84,6 +86,8 @@ def generate(
     encoder: Optional[str] = typer.Option(None, help="encoder hub id or local dir"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = CACHE_DIR,
+    allow_fallback: bool = typer.Option(False, "--allow-fallback", help="keep runs in which over 5% of the "
+                                        "predictions fell back from the system's own method (tables mark them)"),
 ) -> None:
     from bench.stages.data import open_context
     from bench.stages.generate import GenerateConfig
@@ -101,7 +105,8 @@ def generate(
     data = _data(data_root, reports, split, unit, limit, cache_dir, encoder, device)
     ctx, ds = open_context(data)
     for name, sys_ in zip(systems, built):
-        cfg = GenerateConfig(system=name, options=options.get(name, {}), label=names.get(name), data=data, out=out)
+        cfg = GenerateConfig(system=name, options=options.get(name, {}), label=names.get(name), data=data, out=out,
+                             allow_fallback=allow_fallback)
         d = generate_one(cfg, sys_, _fresh(ctx), ds)
         console.print(f"[green]predictions written to[/green] {d / 'predictions.jsonl'}")
 

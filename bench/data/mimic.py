@@ -16,6 +16,15 @@ Layout read (MIMIC-CXR-JPG 2.0.0 on PhysioNet)::
 Reports come from MIMIC-CXR (a separate PhysioNet project): ``files/pXX/pNNNNNNNN/sNNNNNNNN.txt``
 in a directory, or inside ``mimic-cxr-reports.zip`` (read in place, never extracted).
 
+Nothing is lost silently. Every split-table row that does not become a sample is counted by
+reason in `Dataset.dropped` (rows without metadata, views not selected, unrecognised view
+values, missing reports, reports with neither findings nor impression, missing or bad
+images, other images of a study at study level, rows not read because of `limit`), and
+one summary line is logged. Unusable files are also listed in `Dataset.skipped`. Report text
+that is not valid UTF-8 is decoded as UTF-8 with replacement characters (U+FFFD) and the
+report is listed in `Dataset.repaired`. A truncated or corrupt table is a DataError naming
+the file.
+
 Everything is lazy where it matters at full scale (377k metadata rows, 227k reports): the
 tables are read once with pandas, and only the reports of the studies that are needed (the
 selected ones and their priors) are opened and parsed, each once.
@@ -23,12 +32,14 @@ selected ones and their priors) are opened and parsed, each once.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
 import os
 import re
 import zipfile
+import zlib
 from bisect import bisect_left
 from collections import Counter
 from itertools import groupby
@@ -66,6 +77,24 @@ REASON_NO_REPORT = "report file not found"
 REASON_NO_REFERENCE = "report has neither findings nor impression"
 REASON_IMAGE_MISSING = "image file missing"
 REASON_IMAGE_BAD = "image is not a complete JPEG (corrupt or truncated)"
+REASON_NOT_UTF8 = "report not UTF-8: decoded with replacement characters"
+# Reasons that only appear in Dataset.dropped (no single file to list).
+REASON_DUPLICATE = "duplicate dicom_id in the split table"
+REASON_NO_METADATA = "no metadata row"
+REASON_UNKNOWN_VIEW = "unrecognised or missing ViewPosition"
+REASON_STUDY_HAS_IMAGE = "study already represented by another image (study level)"
+REASON_LIMIT = "not read: limit reached"
+
+# ViewPosition values that occur in MIMIC-CXR-JPG 2.0.0; anything else (or an empty value)
+# is counted apart from "view not selected", since it hints at a damaged or different table.
+KNOWN_VIEWS = frozenset({
+    "PA", "AP", "LATERAL", "LL", "AP AXIAL", "AP LLD", "AP RLD", "PA LLD", "PA RLD",
+    "LAO", "RAO", "LPO", "SWIMMERS", "XTABLE LATERAL",
+})
+
+
+def reason_other_view(views: tuple[str, ...]) -> str:
+    return f"view not selected (not {'/'.join(views)})"
 
 _SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 _METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime")
@@ -104,7 +133,14 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in columns if c not in header]
     if missing:
         raise DataError(f"{path} lacks the columns {missing} (has {list(header)}); is it the MIMIC-CXR-JPG 2.0.0 table?")
-    df = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        # The header read above succeeds on an interrupted download; the damage shows here.
+        raise DataError(f"{path} is a truncated or corrupt gzip ({type(e).__name__}: {e}); "
+                        f"download it again. {DOWNLOAD_HINT}") from e
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}; {DOWNLOAD_HINT}") from e
     for c in columns:
         df[c] = df[c].str.strip()
     return df
@@ -129,7 +165,7 @@ def study_datetimes(date: pd.Series, time: pd.Series) -> pd.Series:
 
 
 class ReportSource(Protocol):
-    def read(self, subject_id: str, study_id: str) -> str | None: ...
+    def read(self, subject_id: str, study_id: str) -> bytes | None: ...
 
     def where(self, subject_id: str, study_id: str) -> str: ...
 
@@ -145,9 +181,9 @@ class DirectoryReports:
     def where(self, subject_id: str, study_id: str) -> str:
         return str(self.base / report_relpath(subject_id, study_id))
 
-    def read(self, subject_id: str, study_id: str) -> str | None:
+    def read(self, subject_id: str, study_id: str) -> bytes | None:
         try:
-            return Path(self.where(subject_id, study_id)).read_text(encoding="utf-8", errors="replace")
+            return Path(self.where(subject_id, study_id)).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -179,11 +215,11 @@ class ZipReports:
     def where(self, subject_id: str, study_id: str) -> str:
         return f"{self.path}:{self._members.get(study_id, report_relpath(subject_id, study_id))}"
 
-    def read(self, subject_id: str, study_id: str) -> str | None:
+    def read(self, subject_id: str, study_id: str) -> bytes | None:
         name = self._members.get(study_id)
         if name is None:
             return None
-        return self._zip.read(name).decode("utf-8", errors="replace")
+        return self._zip.read(name)
 
     def close(self) -> None:
         self._zip.close()
@@ -248,19 +284,37 @@ class ParsedReport:
     indication: str
 
 
+def decode_report(raw: bytes) -> tuple[str, bool]:
+    """(text, True) for valid UTF-8; otherwise the stated fallback, UTF-8 with U+FFFD for each
+    bad byte sequence, and False. Replacement keeps every valid character where it was, while
+    guessing a legacy code page (cp1252) could silently turn valid text into mojibake."""
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), False
+
+
 class ReportCache:
-    """Parses each needed report once; None for a report that is not there."""
+    """Parses each needed report once; None for a report that is not there.
+
+    Reports that were not valid UTF-8 are collected in `repaired`."""
 
     def __init__(self, source: ReportSource):
         self.source = source
         self._cache: dict[str, ParsedReport | None] = {}
+        self.repaired: list[Skipped] = []
 
     def get(self, subject_id: str, study_id: str) -> ParsedReport | None:
         if study_id not in self._cache:
-            text = self.source.read(subject_id, study_id)
-            if text is None:
+            raw = self.source.read(subject_id, study_id)
+            if raw is None:
                 self._cache[study_id] = None
             else:
+                text, clean = decode_report(raw)
+                if not clean:
+                    where = self.source.where(subject_id, study_id)
+                    log.warning("%s: %s", where, REASON_NOT_UTF8)
+                    self.repaired.append(Skipped(where, REASON_NOT_UTF8))
                 sections = parse_sections(text)
                 # The paper drops reports with neither findings nor impression, so no last paragraph.
                 reference, source = reference_from_sections(sections, allow_last_paragraph=False)
@@ -387,7 +441,9 @@ def load_split(
     dicom_id order, id = study_id.
     Samples are ordered by subject, study date, study_id and image. `limit` stops after that
     many samples. Inputs that cannot be used become `Dataset.skipped` entries (one per sample
-    that could not be made, or per bad image); the run goes on.
+    that could not be made, or per bad image); the run goes on. `Dataset.dropped` counts every
+    selected-split row that did not become a sample, by reason (rows, i.e. images, also at
+    study level); kept + dropped = rows of the split.
     """
     root = Path(root)
     split = _normalise_split(split)
@@ -403,17 +459,26 @@ def load_split(
     # A study's time is its earliest image's: priors are compared study to study.
     meta["when"] = meta.groupby("study_id")["when"].transform("min")
 
-    wanted = split_df[split_df["split"] == split].drop_duplicates("dicom_id")
+    in_split = split_df[split_df["split"] == split]
+    wanted = in_split.drop_duplicates("dicom_id")
+    dropped: Counter[str] = Counter()
+    dropped[REASON_DUPLICATE] += len(in_split) - len(wanted)
     rows = wanted.merge(
         meta[["dicom_id", "ViewPosition", "when"]].drop_duplicates("dicom_id"), on="dicom_id", how="inner"
     )
     n_no_metadata = len(wanted) - len(rows)
+    dropped[REASON_NO_METADATA] += n_no_metadata
     view = rows["ViewPosition"].str.upper()
-    n_other_view = int((~view.isin(views)).sum())
-    rows = rows[view.isin(views)].copy()
-    rows["view_rank"] = rows["ViewPosition"].str.upper().map({v: i for i, v in enumerate(views)})
-    rows = rows.sort_values(["subject_id", "when", "study_id", "view_rank", "dicom_id"], na_position="last")
-
+    selected = view.isin(views)
+    unknown = ~selected & ~view.isin(KNOWN_VIEWS)
+    n_other_view = int((~selected).sum())
+    dropped[REASON_UNKNOWN_VIEW] += int(unknown.sum())
+    dropped[reason_other_view(views)] += n_other_view - int(unknown.sum())
+    if unknown.any():
+        values = Counter(view[unknown].tolist()).most_common(5)
+        log.warning("MIMIC-CXR %s: %d images have an unrecognised ViewPosition (e.g. %s); not selected",
+                    split, int(unknown.sum()), ", ".join(f"{v!r} x{n}" for v, n in values))
+    rows = rows[selected].copy()
     probes = list(dict.fromkeys(zip(rows["subject_id"], rows["study_id"])))[:_PROBES]
     if not probes:  # nothing selected: probe with any study so that a wrong reports path still fails loudly
         probes = list(dict.fromkeys(zip(meta["subject_id"], meta["study_id"])))[:_PROBES]
@@ -425,6 +490,7 @@ def load_split(
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     sizes: dict[str, int] = {}
+    n_accounted = 0  # selected rows kept or dropped; the rest were not read because of `limit`
     # Plain lists: iterating pandas groups row by row is ~50x slower at MIMIC scale.
     subjects, studies = rows["subject_id"].tolist(), rows["study_id"].tolist()
     dicoms, view_names, times = rows["dicom_id"].tolist(), rows["ViewPosition"].tolist(), _nanoseconds(rows["when"])
@@ -438,6 +504,8 @@ def load_split(
             if problem:
                 n_lost = 1 if unit == "study" else len(indices)
                 skipped += [Skipped(source.where(subject_id, study_id), problem)] * n_lost
+                dropped[problem] += len(indices)
+                n_accounted += len(indices)
                 continue
             assert parsed is not None
             priors = None  # computed once per study, only if an image is kept
@@ -449,6 +517,8 @@ def load_split(
                     size, bad = jpeg_problem(path)
                     if bad:
                         skipped.append(Skipped(str(path), bad))
+                        dropped[bad] += 1
+                        n_accounted += 1
                         continue
                 else:
                     size = _file_size(path)
@@ -469,22 +539,28 @@ def load_split(
                 )
                 samples.append(sample)
                 sizes[sample.id] = size
+                n_accounted += 1
                 if unit == "study":
+                    rest = len(indices) - 1 - indices.index(i)
+                    dropped[REASON_STUDY_HAS_IMAGE] += rest
+                    n_accounted += rest
                     break
     finally:
         source.close()
+    dropped[REASON_LIMIT] += len(rows) - n_accounted
+    dropped_counts = {reason: n for reason, n in dropped.most_common() if n}
 
-    counts = Counter(s.reason for s in skipped)
+    # One summary line: every row of the split is either kept or counted under a reason.
     log.info(
-        "MIMIC-CXR %s (%s level): kept %d; skipped %d%s; not selected: %d non-%s images, %d without metadata",
+        "MIMIC-CXR %s (%s level): %d rows in the split; kept %d; skipped %d; %d rows dropped%s; %d reports repaired",
         split,
         unit,
+        len(in_split),
         len(samples),
         len(skipped),
-        "".join(f"; {n} {reason}" for reason, n in counts.most_common()),
-        n_other_view,
-        "/".join(views),
-        n_no_metadata,
+        sum(dropped_counts.values()),
+        "".join(f"; {n} {reason}" for reason, n in dropped_counts.items()),
+        len(cache.repaired),
     )
     return Dataset(
         name="mimic-cxr",
@@ -494,4 +570,6 @@ def load_split(
         samples=samples,
         skipped=skipped,
         fingerprint=fingerprint(samples, sizes),
+        dropped=dropped_counts,
+        repaired=list(cache.repaired),
     )

@@ -81,6 +81,13 @@ class Dataset:
     samples: list[Sample]
     skipped: list[Skipped] = field(default_factory=list)
     fingerprint: str = ""  # hash of what was read: ids, references, image file sizes
+    # Rows of the source tables not turned into samples, by reason -> count (readers that
+    # drop nothing leave it empty). Counts rows (images), so it also covers drops that have
+    # no single file to list in `skipped`, such as a view that was not selected.
+    dropped: dict[str, int] = field(default_factory=dict)
+    # Inputs that were used, but only after a stated repair (e.g. a report that is not
+    # UTF-8, decoded with replacement characters), and what was done.
+    repaired: list[Skipped] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -5,10 +5,18 @@ Layout, one directory per encoder fingerprint:
     <cache_dir>/<fingerprint>/meta.json              dim, dtype, encoder name
     <cache_dir>/<fingerprint>/s000-of-002.f32        float32 rows, appended in batches
     <cache_dir>/<fingerprint>/s000-of-002.index.tsv  "dicom_id<TAB>row" per committed row
+    <cache_dir>/<fingerprint>/s000-of-002.failed.tsv "dicom_id<TAB>path<TAB>reason" per image
+                                                     that could not be encoded
     <cache_dir>/<fingerprint>/s000-of-002.lock       held while a writer appends
 
 Each shard (i of n) has its own files, so processes or machines encoding different shards of
-one split never write to the same file; readers merge every index in the directory.
+one split never write to the same file; readers merge every index in the directory. Two
+processes that open the same shard (two runs encoding into one cache) take turns: the second
+waits for the lock and logs that it waits. Reading never takes the lock.
+
+Images that could not be encoded (undecodable, or tokens with NaN/Inf) are recorded in the
+shard's failed list, so that `get` can say why an image has no token instead of only that
+it is missing. A later successful encode of the same id wins over an earlier failure.
 
 Crash safety: a batch's rows are written to the data file and fsynced *before* their index
 lines are appended (and fsynced). A kill at any moment therefore leaves, at worst, rows in the
@@ -126,6 +134,18 @@ class TokenCache:
                 index.setdefault(dicom_id, _Location(data_file, row))
         return index
 
+    def failures(self) -> dict[str, tuple[str, str]]:
+        """dicom_id -> (path, reason) of images recorded as not encodable; the last record wins."""
+        out: dict[str, tuple[str, str]] = {}
+        for f in sorted(self.root.glob("*.failed.tsv")):
+            for line in f.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break  # cut by a kill, like an index line
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) == 3:
+                    out[parts[0]] = (parts[1], parts[2])
+        return out
+
     def ids(self) -> set[str]:
         """The ids with a committed token."""
         return set(self._index())
@@ -138,6 +158,17 @@ class TokenCache:
         index = self._index()
         missing = [i for i in ids if i not in index]
         if missing:
+            failures = self.failures()
+            bad = [i for i in missing if i in failures]
+            if bad:
+                first = bad[0]
+                path, reason = failures[first]
+                raise DataError(
+                    f"{len(bad)} of {len(ids)} requested images have no token because they were listed "
+                    f"as undecodable or unusable when encoded into {self.root}: e.g. {first} ({path}): "
+                    f"{reason}; they are in the encoding report's failed list. Fix or replace those "
+                    "files and re-run `bench encode`, or leave them out of the samples"
+                )
             raise DataError(
                 f"{len(missing)} of {len(ids)} images have no token in {self.root} "
                 f"(e.g. {', '.join(missing[:3])}); run `bench encode --split SPLIT --encoder MODEL` "
@@ -164,8 +195,10 @@ class TokenCache:
 class ShardWriter:
     """Appends rows to one shard's files; use as a context manager.
 
-    Holds an exclusive lock on the shard, so a second process started on the same shard by
-    mistake fails at once instead of interleaving rows.
+    Holds an exclusive lock on the shard while open. A second process that opens the same
+    shard waits (and says so in the log) until the first is done, instead of interleaving rows
+    or failing: two runs encoding into one cache both finish. Callers must re-read `ids()`
+    after entering, since the first process may have encoded what the second wanted.
     """
 
     def __init__(self, cache: TokenCache, shard: tuple[int, int]):
@@ -173,6 +206,7 @@ class ShardWriter:
         stem = f"s{shard[0]:03d}-of-{shard[1]:03d}"
         self.data_path = cache.root / f"{stem}.f32"
         self.index_path = cache.root / f"{stem}.index.tsv"
+        self.failed_path = cache.root / f"{stem}.failed.tsv"
         self.lock_path = cache.root / f"{stem}.lock"
         self._row_bytes = cache.dim * _DTYPE.itemsize
         self._lock = self._data = self._idx = None
@@ -183,11 +217,16 @@ class ShardWriter:
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock.close()
-            raise BenchError(
-                f"another process is writing shard {self.data_path.stem} of {self.cache.root}; "
-                "give each process its own --shard i/n"
-            ) from None
+            # flock is released by the kernel when its holder dies, so waiting cannot hang on
+            # a crashed writer; it only waits for a live one to finish.
+            log.info("token cache: another process is writing shard %s of %s; waiting for it to finish",
+                     self.data_path.stem, self.cache.root)
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX)
+            except BaseException:
+                self._lock.close()
+                raise
+            log.info("token cache: got the lock on shard %s of %s", self.data_path.stem, self.cache.root)
         self.rows = self._recover()
         self._data = open(self.data_path, "ab")
         self._idx = open(self.index_path, "a", encoding="utf-8")
@@ -233,6 +272,20 @@ class ShardWriter:
         self._idx.flush()
         os.fsync(self._idx.fileno())
         self.rows += len(ids)
+
+    def record_failures(self, failures: Sequence[tuple[str, str, str]]) -> None:
+        """Append (dicom_id, path, reason) records for images that could not be encoded."""
+        if not failures:
+            return
+        assert self._lock is not None, "use ShardWriter as a context manager"
+
+        def clean(text: str) -> str:  # one record per line, three tab-separated fields
+            return " ".join(str(text).split())
+
+        with open(self.failed_path, "a", encoding="utf-8") as f:
+            f.write("".join(f"{clean(i)}\t{clean(p)}\t{clean(r)}\n" for i, p, r in failures))
+            f.flush()
+            os.fsync(f.fileno())
 
     def __exit__(self, *exc) -> None:
         for f in (self._data, self._idx):

@@ -2,8 +2,22 @@
 
 Images are decoded and preprocessed in a thread pool a few batches ahead of the model, so
 JPEG decoding overlaps the forward passes. A re-run (after a kill, or with more images)
-encodes only the ids the cache does not hold yet. An unreadable image is reported with its
-reason and skipped; it does not stop the run.
+encodes only the ids the cache does not hold yet.
+
+Bad images are isolated, never fatal and never silent:
+
+* An image that cannot be decoded (even one that passed the reader's cheap JPEG start/end
+  marker check, e.g. valid markers around garbage) is skipped, and so is an image whose
+  tokens contain NaN or Inf (those tokens are never written). Each is listed with its reason
+  in `EncodeReport.failed` (the harness copies the report into the run manifest) and
+  recorded in the cache's failed list.
+* Such an image has no token. The sample is not silently dropped: `load_tokens` for its id
+  raises a DataError that names the image and says it was listed as undecodable or unusable
+  at encode time, with the reason. Excluding it is left to the caller, who sees the list.
+
+A run whose images are all cached already only reads: it does not take the shard's write
+lock. Two runs encoding into one cache (the same split, or different ones) take turns on the
+lock; the second then encodes only what the first did not.
 """
 
 from __future__ import annotations
@@ -22,7 +36,7 @@ import torch
 from PIL import Image
 
 from bench.data.records import Sample, Skipped
-from bench.encoders.cache import TokenCache, check_shard, shard_of
+from bench.encoders.cache import ShardWriter, TokenCache, check_shard, shard_of
 from bench.encoders.loader import Encoder
 
 log = logging.getLogger(__name__)
@@ -30,13 +44,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EncodeReport:
+    """What an encoding run did. Every field is JSON-able (after dataclasses.asdict), since
+    the harness writes the report into the run manifest."""
+
     fingerprint: str
-    cache_dir: Path  # the fingerprint's directory
+    cache_dir: str  # the fingerprint's directory
     shard: tuple[int, int]
     in_shard: int  # distinct images this shard is responsible for
     encoded: int  # encoded by this run
     cached: int  # already in the cache before this run
-    failed: list[Skipped] = field(default_factory=list)  # unreadable images and why
+    failed: list[Skipped] = field(default_factory=list)  # undecodable images, NaN/Inf tokens, and why
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -45,11 +62,14 @@ class EncodeReport:
                 f"({self.seconds:.1f} s) -> {self.cache_dir}")
 
 
+REASON_NON_FINITE = "encoder output contains NaN or Inf (tokens not cached)"
+
+
 @dataclass
 class _Batch:
     ids: list[str]
     pixel_values: torch.Tensor | None
-    failed: list[Skipped]
+    failed: list[tuple[str, Skipped]]  # (dicom_id, why)
 
 
 def encode_dataset(
@@ -83,30 +103,22 @@ def encode_dataset(
     cache = TokenCache(cache_dir, encoder.fingerprint, encoder.dim, encoder_name=encoder.name)
     have = cache.ids()
     todo = [(i, p) for i, p in mine.items() if i not in have]
-    report = EncodeReport(fingerprint=encoder.fingerprint, cache_dir=cache.root, shard=shard,
+    report = EncodeReport(fingerprint=encoder.fingerprint, cache_dir=str(cache.root), shard=shard,
                           in_shard=len(mine), encoded=0, cached=len(mine) - len(todo))
-    log.info("encoding %d images (%d already cached) with %s into %s",
-             len(todo), report.cached, encoder.name, cache.root)
+    if not todo:
+        # Only reading: no write lock, so any number of readers run beside a writer.
+        report.seconds = time.perf_counter() - started
+        log.info("%s", report.summary())
+        return report
 
-    chunks = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
-    bar = _ProgressBar(len(todo), f"encode {shard[0]}/{shard[1]}", enabled=progress)
-    with cache.writer(shard) as writer, ThreadPoolExecutor(workers, "decode") as pool, bar:
-        pending: deque[Future[_Batch]] = deque()
-        next_chunk = 0
-        for done in range(1, len(chunks) + 1):
-            # Keep a few batches decoding ahead of the model.
-            while next_chunk < len(chunks) and len(pending) < workers + 1:
-                pending.append(pool.submit(_load_batch, chunks[next_chunk], encoder))
-                next_chunk += 1
-            batch = pending.popleft().result()
-            report.failed.extend(batch.failed)
-            if batch.ids:
-                tokens = encoder.forward(batch.pixel_values)
-                writer.append(batch.ids, tokens)
-                report.encoded += len(batch.ids)
-            bar.advance(len(batch.ids) + len(batch.failed))
-            if on_batch is not None:
-                on_batch(done, report.encoded)
+    with cache.writer(shard) as writer:
+        # Another process may have encoded some of these while this one waited for the lock.
+        have = cache.ids()
+        todo = [(i, p) for i, p in todo if i not in have]
+        report.cached = len(mine) - len(todo)
+        log.info("encoding %d images (%d already cached) with %s into %s",
+                 len(todo), report.cached, encoder.name, cache.root)
+        _encode_into(writer, todo, encoder, report, batch_size, workers, shard, progress, on_batch)
 
     report.seconds = time.perf_counter() - started
     for f in report.failed:
@@ -115,10 +127,45 @@ def encode_dataset(
     return report
 
 
+def _encode_into(writer: ShardWriter, todo: list[tuple[str, Path]], encoder: Encoder, report: EncodeReport,
+                 batch_size: int, workers: int, shard: tuple[int, int], progress: bool,
+                 on_batch: Callable[[int, int], None] | None) -> None:
+    chunks = [todo[k:k + batch_size] for k in range(0, len(todo), batch_size)]
+    bar = _ProgressBar(len(todo), f"encode {shard[0]}/{shard[1]}", enabled=progress)
+    with ThreadPoolExecutor(workers, "decode") as pool, bar:
+        pending: deque[Future[_Batch]] = deque()
+        next_chunk = 0
+        for done in range(1, len(chunks) + 1):
+            # Keep a few batches decoding ahead of the model.
+            while next_chunk < len(chunks) and len(pending) < workers + 1:
+                pending.append(pool.submit(_load_batch, chunks[next_chunk], encoder))
+                next_chunk += 1
+            batch = pending.popleft().result()
+            failed = list(batch.failed)
+            n_done = len(batch.ids) + len(batch.failed)
+            if batch.ids:
+                tokens = np.asarray(encoder.forward(batch.pixel_values), dtype=np.float32)
+                # A NaN or Inf token would poison every distance and dictionary fit downstream.
+                finite = np.isfinite(tokens).all(axis=1)
+                paths = dict(chunks[done - 1])
+                failed += [(i, Skipped(str(paths[i]), REASON_NON_FINITE))
+                           for i, ok in zip(batch.ids, finite) if not ok]
+                keep = [i for i, ok in zip(batch.ids, finite) if ok]
+                if keep:
+                    writer.append(keep, tokens[finite])
+                report.encoded += len(keep)
+            writer.record_failures([(i, f.path, f.reason) for i, f in failed])
+            report.failed.extend(f for _, f in failed)
+            bar.advance(n_done)
+            if on_batch is not None:
+                on_batch(done, report.encoded)
+
+
 def load_tokens(cache_dir: str | Path, fingerprint: str, ids: Sequence[str]) -> np.ndarray:
     """Tokens (len(ids), dim) float32 for these dicom_ids, merged over all shards.
 
-    Raises DataError with the number missing when some were never encoded.
+    Raises DataError with the number missing when some were never encoded, and one that names
+    the image and its reason when it was listed as undecodable (or gave NaN/Inf tokens).
     """
     return TokenCache(cache_dir, fingerprint).get(list(ids))
 
@@ -133,13 +180,15 @@ def read_image(path: Path) -> Image.Image:
 def _load_batch(items: list[tuple[str, Path]], encoder: Encoder) -> _Batch:
     ids: list[str] = []
     images: list[Image.Image] = []
-    failed: list[Skipped] = []
+    failed: list[tuple[str, Skipped]] = []
     for dicom_id, path in items:
         try:
             images.append(read_image(path))
             ids.append(dicom_id)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            failed.append(Skipped(str(path), f"unreadable image ({type(e).__name__}: {e})"))
+        # Pillow raises more than OSError for malformed files (SyntaxError, struct.error,
+        # IndexError, ...); any of them means this one image is unusable, not the run.
+        except Exception as e:  # noqa: BLE001
+            failed.append((dicom_id, Skipped(str(path), f"unreadable image ({type(e).__name__}: {e})")))
     if not images:
         return _Batch([], None, failed)
     try:
@@ -152,7 +201,8 @@ def _load_batch(items: list[tuple[str, Path]], encoder: Encoder) -> _Batch:
                 keep_px.append(encoder.preprocess([im]))
                 keep_ids.append(dicom_id)
             except Exception as e:  # noqa: BLE001
-                failed.append(Skipped(str(paths[dicom_id]), f"image processor failed ({type(e).__name__}: {e})"))
+                failed.append((dicom_id, Skipped(str(paths[dicom_id]),
+                                                 f"image processor failed ({type(e).__name__}: {e})")))
         px = torch.cat(keep_px) if keep_px else None
         return _Batch(keep_ids, px, failed)
 

@@ -7,13 +7,13 @@ that says, before any real request, whether the backend can answer.
 See docs/llm.md.
 """
 
-from bench.llm.base import (ChatRequest, ChatResponse, LLMBackend, LLMError, LLMOutputError, LLMRequestError,
-                            LLMTransientError, LLMUnavailable, Usage)
-from bench.llm.cache import ResponseCache, cache_key
+from bench.llm.base import (ChatRequest, ChatResponse, LLMBackend, LLMDeadlineExceeded, LLMEndpointDown, LLMError,
+                            LLMOutputError, LLMRefusal, LLMRequestError, LLMTransientError, LLMUnavailable, Usage)
+from bench.llm.cache import CacheCorruptError, ResponseCache, cache_key
 from bench.llm.client import LLMClient
 from bench.llm.jsonx import extract_json
 from bench.llm.spec import LLMSpec, make_client, parse_spec
 
-__all__ = ["ChatRequest", "ChatResponse", "LLMBackend", "LLMClient", "LLMError", "LLMOutputError",
-           "LLMRequestError", "LLMTransientError", "LLMUnavailable", "LLMSpec", "ResponseCache", "Usage", "cache_key",
+__all__ = ["CacheCorruptError", "ChatRequest", "ChatResponse", "LLMBackend", "LLMClient", "LLMDeadlineExceeded",
+           "LLMEndpointDown", "LLMError", "LLMOutputError", "LLMRefusal", "LLMRequestError", "LLMTransientError", "LLMUnavailable", "LLMSpec", "ResponseCache", "Usage", "cache_key",
            "extract_json", "make_client", "parse_spec"]

@@ -54,6 +54,30 @@ class LLMOutputError(LLMError):
     """The model answered, but not in the form asked for (e.g. no JSON in the text)."""
 
 
+class LLMRefusal(LLMError):
+    """The model declined to answer (a flagged refusal or content filter). Final: asking
+    again gets the same refusal, and it is never cached as an answer."""
+
+    kind = "refusal"
+
+
+class LLMDeadlineExceeded(LLMError):
+    """A request stopped by a deadline: its own `request_deadline` (all attempts together)
+    or the client's `run_deadline`. `which` is "request" or "run"."""
+
+    def __init__(self, message: str, which: str):
+        self.which = which
+        self.kind = f"{which}_deadline"
+        super().__init__(message)
+
+
+class LLMEndpointDown(LLMError):
+    """The client's circuit breaker is open: the endpoint failed to connect too many times
+    in a row, so no more requests are sent to it by this client."""
+
+    kind = "endpoint_down"
+
+
 class LLMUnavailable(LLMError):
     """The backend cannot answer here, whatever the request: the server is unreachable, the
     key is missing or rejected, the model is not served, a package or file is missing.

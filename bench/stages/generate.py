@@ -11,8 +11,11 @@ naming what differs.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -32,6 +35,11 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 MANIFEST = "manifest.json"
 IDENTITY = "run-identity.json"
+LOCK = ".lock"
+# A run whose predictions fell back from the system's own way of making them (e.g. SAE-Rad's
+# LLM composer failing and its LLM-free text used instead) for more than this share of
+# samples fails unless fallbacks are allowed: it is not the system it says it is.
+MAX_FALLBACK = 0.05
 
 
 @dataclass
@@ -41,6 +49,7 @@ class GenerateConfig:
     label: str | None = None  # the run's name in tables and its directory name; default: the system name
     data: DataConfig = field(default_factory=DataConfig)
     out: Path | None = None  # parent directory; the run directory is out/<label>
+    allow_fallback: bool = False  # keep a run even when most predictions fell back
 
     @property
     def run_label(self) -> str:
@@ -73,7 +82,13 @@ def generate(cfg: GenerateConfig, system: System, ctx: RunContext | None = None,
     ctx.allow_test_findings = system.reads_test_findings
     ident = {"system": cfg.system, "options": system.options.model_dump(mode="json"), "label": cfg.run_label,
              **identity(ctx, ds)}
-    claim(run_dir, ident)
+    with run_lock(run_dir):
+        claim(run_dir, ident)
+        return _generate_locked(cfg, system, ctx, ds, run_dir, ident, t_start)
+
+
+def _generate_locked(cfg: GenerateConfig, system: System, ctx: RunContext, ds: Dataset, run_dir: Path,
+                     ident: dict[str, Any], t_start: float) -> Path:
 
     pred_path = run_dir / PREDICTIONS
     done = {r.id for r in read_predictions(pred_path, torn_tail="drop")} if pred_path.exists() else set()
@@ -129,6 +144,7 @@ def generate(cfg: GenerateConfig, system: System, ctx: RunContext | None = None,
     })
     if error is not None:
         manifest["error"] = f"{type(error).__name__}: {error}"
+    _carry_over(run_dir, manifest)
     update_manifest(run_dir, "generate", manifest)
     if error is not None:
         if isinstance(error, KeyboardInterrupt):
@@ -139,7 +155,63 @@ def generate(cfg: GenerateConfig, system: System, ctx: RunContext | None = None,
     if missing:
         raise BenchError(f"system {cfg.system} produced no prediction for {missing} of {len(ds.samples)} samples; "
                          f"the run in {run_dir} is incomplete (run the same command again to retry them)")
+    fell_back = fallback_count(read_predictions(pred_path))
+    manifest["fallbacks"] = fell_back
+    update_manifest(run_dir, "generate", manifest)
+    if fell_back and fell_back / have > MAX_FALLBACK and not cfg.allow_fallback:
+        raise BenchError(f"{fell_back} of {have} predictions of {cfg.run_label} were not made the system's own way "
+                         f"(provenance 'fallback'; e.g. an LLM that failed): over {MAX_FALLBACK:.0%}, so this run does "
+                         "not measure the system. Fix the cause (see the log and the provenance), or keep the run "
+                         "with --allow-fallback (tables then mark it)")
     return run_dir
+
+
+def _carry_over(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Keep what earlier attempts of this run recorded: a resumed run that generates little or
+    nothing must not erase the record (LLM usage, fitted-system state) of the one before."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text()).get("generate")
+    if not previous:
+        return
+    for key in ("system", "encoder", "encoding", "llm", "system_state"):
+        # With nothing generated now the system was not even fitted: its description is the earlier one.
+        if (not manifest.get(key) or not manifest.get("n_generated_now")) and previous.get(key):
+            manifest[key] = previous[key]
+    earlier = previous.pop("attempts", [])
+    manifest["attempts"] = earlier + [{k: previous.get(k) for k in ("created", "status", "n_generated_now",
+                                                                    "error", "llm", "timings")}]
+
+
+def fallback_count(records) -> int:
+    """Predictions whose provenance says they fell back from the system's own method."""
+    return sum(bool(r.provenance.get("fallback")) for r in records)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Exclusive use of a run directory while a stage writes it; a second writer is refused.
+
+    An advisory lock (flock) on <run>/.lock: released by the kernel when the process ends,
+    so a killed run never leaves a stale lock behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / LOCK, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise BenchError(f"{run_dir} is being written by {holder}; wait for it to finish, or choose another "
+                             "--out or --label") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
 
 
 def _safe_config(system: System) -> dict[str, Any]:
@@ -163,7 +235,7 @@ def claim(run_dir: Path, ident: dict[str, Any]) -> None:
             raise BenchError(f"{run_dir} holds a run made with other settings ({'; '.join(diffs)}); "
                              "choose another --out or --label, or delete that directory")
         return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != LOCK for p in run_dir.iterdir()):
         raise BenchError(f"{run_dir} exists and is not a run directory of this harness; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(marker, ident)

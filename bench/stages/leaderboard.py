@@ -132,7 +132,7 @@ def _board(aggs: list[dict[str, Any]]) -> Board:
                 notes[f"{agg['run']}/{name}/failed"] = f"{agg['run']}, {name}: {_failed_note(m)}" + \
                     (" — over 5%, read the value with care" if m.get("flagged") else "")
             cells.append(Cell(v["value"], v.get("low"), v.get("high"), failed=failed, flagged=bool(m.get("flagged"))))
-        rows.append((agg["run"], cells))
+        rows.append((_row_label(agg), cells))
     first = aggs[0]
     d, boot = first["dataset"], first.get("bootstrap", {})
     unit = d.get("unit") or "sample"
@@ -141,6 +141,14 @@ def _board(aggs: list[dict[str, Any]]) -> Board:
     caption = (f"{where}, {first['n']} {unit}s (data {d.get('fingerprint', '')[:8]}); values x100, "
                f"bootstrap 95% interval over {resampled} in brackets")
     return Board([h for _, _, h in cols], rows, list(notes.values()), caption, dict(d))
+
+
+def _row_label(agg: dict[str, Any]) -> str:
+    """The run's name, marked when some of its predictions were not made the system's own way."""
+    k = agg.get("fallbacks", 0)
+    if not k:
+        return agg["run"]
+    return f"{agg['run']} ({100 * k / agg['n']:.0f}% fallback)"
 
 
 def _failed_text(m: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.context import RunContext
-from bench.errors import BenchError
+from bench.errors import BenchError, UnknownNameError
 from bench.stages.data import DataConfig, open_context
 from bench.stages.generate import GenerateConfig, default_parent, generate
 from bench.stages.score import DEFAULT_METRICS, prepare_metrics, score_run
@@ -34,6 +34,7 @@ class RunRequest:
     out: Path | None = None  # parent directory of the run directories
     n_bootstrap: int = 1000
     seed: int = 0
+    allow_fallback: bool = False
 
 
 def run(req: RunRequest) -> tuple[Path, list[Path]]:
@@ -54,8 +55,6 @@ def run(req: RunRequest) -> tuple[Path, list[Path]]:
     systems = []
     for name in req.systems:
         if name not in known:
-            from bench.errors import UnknownNameError
-
             raise UnknownNameError("system", name, known)
         systems.append(get_system(name, req.system_options.get(name)))
     prepared = prepare_metrics(req.metrics, req.metric_options, req.data.cache())
@@ -64,7 +63,7 @@ def run(req: RunRequest) -> tuple[Path, list[Path]]:
     dirs, failures = [], []
     for name, system in zip(req.systems, systems):
         cfg = GenerateConfig(system=name, options=req.system_options.get(name, {}), label=req.labels.get(name),
-                             data=req.data, out=parent)
+                             data=req.data, out=parent, allow_fallback=req.allow_fallback)
         try:
             run_dir = generate(cfg, system, _fresh(base_ctx), ds)
             score_run(run_dir, prepared, req.n_bootstrap, req.seed, req.data.cache_dir)

@@ -81,6 +81,7 @@ class ScoreResult:
     bootstrap: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     empty_predictions: list[str] = field(default_factory=list)
+    fallbacks: int = 0  # predictions whose provenance says they fell back from the system's own method
 
 
 def score(ids: Sequence[str], references: Sequence[str], predictions: Sequence[str],
@@ -271,6 +272,7 @@ def aggregate_record(label: str, system: str, inp: ScoringInput, result: ScoreRe
     """aggregate.json: what tables, comparisons and checks read."""
     return {"run": label, "system": system, "dataset": inp.dataset, "n": len(inp.ids),
             "bootstrap": result.bootstrap, "empty_predictions": len(result.empty_predictions),
+            "fallbacks": result.fallbacks,
             "metrics": result.metrics}
 
 
@@ -313,7 +315,7 @@ def score_run(run_dir: Path, metrics: Sequence[PreparedMetric], n_bootstrap: int
               cache_dir: Path | None = None) -> dict[str, Any]:
     """Score a run directory made by `bench generate`, against references re-read from its dataset."""
     from bench.stages.data import DataConfig, open_context
-    from bench.stages.generate import PREDICTIONS, read_identity
+    from bench.stages.generate import PREDICTIONS, fallback_count, read_identity, run_lock
 
     run_dir = Path(run_dir)
     ident = read_identity(run_dir)
@@ -324,7 +326,9 @@ def score_run(run_dir: Path, metrics: Sequence[PreparedMetric], n_bootstrap: int
     if ds.fingerprint != ident["fingerprint"]:
         raise DataError(f"the data under {ident['data_root']} changed since {run_dir} was generated (dataset "
                         f"fingerprint {ds.fingerprint}, the run's {ident['fingerprint']}); generate the run again")
-    records = read_predictions(run_dir / PREDICTIONS, torn_tail="drop")
-    inp = join_references(records, ds)
-    result = score(inp.ids, inp.references, inp.predictions, metrics, n_bootstrap, seed, inp.study_ids)
-    return write_scores(run_dir, ident["label"], ident["system"], inp, result)
+    with run_lock(run_dir):
+        records = read_predictions(run_dir / PREDICTIONS, torn_tail="drop")
+        inp = join_references(records, ds)
+        result = score(inp.ids, inp.references, inp.predictions, metrics, n_bootstrap, seed, inp.study_ids)
+        result.fallbacks = fallback_count(records)
+        return write_scores(run_dir, ident["label"], ident["system"], inp, result)

@@ -9,10 +9,11 @@ Each metric's `per_sample` keeps the sufficient statistics of its corpus value, 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from bench.errors import BenchError, MetricUnavailable
 from bench.metrics.base import Metric
@@ -33,6 +34,9 @@ from bench.metrics.nlg.text import normalise_text
 __all__ = ["BleuMetric", "RougeMetric", "MeteorMetric", "normalise_text"]
 
 log = logging.getLogger(__name__)
+
+# Longest text, in normalised tokens, that METEOR sends to its jar (see MeteorMetric).
+DEFAULT_MAX_TOKENS = 1000
 
 NORMALISATION = (
     "PTB tokenisation as pycocoevalcap's PTBTokenizer (CoreNLP 3.4.1, -lowerCase), "
@@ -142,19 +146,28 @@ class MeteorMetric(Metric):
     name = "meteor"
     columns = ("meteor",)
     headers = {"meteor": "MTR"}
+    # 2: texts over `max_tokens` are truncated; a sample the jar fails on is marked failed.
+    version = "2"
     description = (
         "METEOR 1.5 (jar bundled with pycocoevalcap, -l en -norm), corpus score from summed "
-        f"statistics as the jar's EVAL; {NORMALISATION}"
+        f"statistics as the jar's EVAL; {NORMALISATION}; texts longer than max_tokens "
+        f"(default {DEFAULT_MAX_TOKENS}) normalised tokens are truncated to their first max_tokens "
+        "tokens (counted in meteor_truncated); a sample the jar fails on is marked meteor_failed"
     )
     STAT_COLUMNS = tuple(f"meteor_{field}" for field in METEOR_STAT_FIELDS)
+    TRUNCATED_COLUMN = "meteor_truncated"
 
     class Options(OptionsModel):
         java: str = "java"  # the Java runtime that runs the jar
         memory: str = "2G"  # the jar's -Xmx
         timeout_s: float = 120.0  # limit per call to the jar
+        # Longest text (normalised tokens) sent to the jar; longer ones are truncated, counted.
+        max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1)
 
-    def __init__(self, java: str = "java", memory: str = "2G", timeout_s: float = 120.0):
-        self.java, self.memory, self.timeout_s = java, memory, timeout_s
+    def __init__(
+        self, java: str = "java", memory: str = "2G", timeout_s: float = 120.0, max_tokens: int = DEFAULT_MAX_TOKENS
+    ):
+        self.java, self.memory, self.timeout_s, self.max_tokens = java, memory, timeout_s, max_tokens
         self.params = MeteorParams()
 
     def check(self) -> None:
@@ -171,20 +184,77 @@ class MeteorMetric(Metric):
         with self.open_jar() as jar:
             return self.per_sample_with(jar, references, predictions)
 
+    def _truncate(self, text: str) -> tuple[str, bool]:
+        # Normalised text is tokens joined by single spaces, so a split on " " counts tokens.
+        # The jar's alignment search grows much faster than linearly with length, and a
+        # runaway generation (thousands of repeated words) could otherwise hold it for minutes
+        # or exhaust its heap; real reports are a few hundred tokens at most.
+        tokens = text.split(" ")
+        if len(tokens) <= self.max_tokens:
+            return text, False
+        return " ".join(tokens[: self.max_tokens]), True
+
+    def _sample_stats(self, jar: MeteorProcess, index: int, reference: str, prediction: str) -> list[float] | None:
+        """One sample's statistics, or None if the jar failed on it (the jar is then restarted)."""
+        try:
+            return jar.stats(reference, prediction)
+        except MetricUnavailable:
+            raise
+        except BenchError as exc:
+            log.warning("METEOR: sample %d failed (%s); restarting the jar and marking the sample failed", index, exc)
+        jar.restart()
+        # A jar that fails on a harmless line is broken, not upset by one sample: then the
+        # metric is unavailable rather than every sample failing one restart at a time.
+        try:
+            jar.stats("no acute findings", "no acute findings")
+        except BenchError as exc:
+            raise MetricUnavailable(
+                f"the METEOR jar fails even on a trivial sample after a restart ({exc})",
+                "check the Java runtime and the memory option (meteor.memory)",
+            ) from exc
+        return None
+
     def per_sample_with(
         self, jar: MeteorProcess, references: Sequence[str], predictions: Sequence[str]
     ) -> pd.DataFrame:
         """`per_sample` on an already running jar (starting one takes seconds)."""
         refs, preds = _normalised_pairs(references, predictions)
-        columns = ["meteor", *self.STAT_COLUMNS]
+        columns = ["meteor", *self.STAT_COLUMNS, self.TRUNCATED_COLUMN, self.failed_column()]
         if not refs:
             return pd.DataFrame(columns=columns)
-        stats = [jar.stats(ref, pred) for ref, pred in zip(refs, preds)]
-        # The per-sample values are the jar's own (as pycocoevalcap reports them).
-        scores, _ = jar.evaluate(stats)
+        stats: list[list[float]] = []
+        truncated: list[bool] = []
+        failed: list[bool] = []
+        for i, (ref, pred) in enumerate(zip(refs, preds)):
+            ref, ref_cut = self._truncate(ref)
+            pred, pred_cut = self._truncate(pred)
+            truncated.append(ref_cut or pred_cut)
+            row = self._sample_stats(jar, i, ref, pred)
+            failed.append(row is None)
+            # Zero statistics add nothing to a sum, so a failed row that reached `aggregate`
+            # anyway would not move the corpus value (the scorer leaves it out in any case).
+            stats.append(row if row is not None else [0.0] * len(METEOR_STAT_FIELDS))
+        if sum(truncated):
+            log.warning("METEOR: %d of %d samples truncated to %d tokens", sum(truncated), len(refs), self.max_tokens)
+        # The per-sample values are the jar's own (as pycocoevalcap reports them); a failed
+        # sample has no score (NaN), never a made-up one.
+        scored = [row for row, f in zip(stats, failed) if not f]
+        jar_scores = iter(jar.evaluate(scored)[0] if scored else [])
+        scores = [float("nan") if f else next(jar_scores) for f in failed]
         frame = pd.DataFrame(stats, columns=list(self.STAT_COLUMNS))
         frame.insert(0, "meteor", scores)
+        frame[self.TRUNCATED_COLUMN] = truncated
+        frame[self.failed_column()] = failed
         return frame
+
+    def failures(self, rows: pd.DataFrame) -> dict[str, Any] | None:
+        """Truncated samples (scored, but on their first `max_tokens` tokens), if any."""
+        if self.TRUNCATED_COLUMN not in rows.columns:
+            return None
+        n = int(rows[self.TRUNCATED_COLUMN].fillna(False).astype(bool).sum())
+        if n == 0:
+            return None
+        return {"failed": n, "of": len(rows), "what": f"samples truncated to {self.max_tokens} tokens for METEOR"}
 
     def aggregate(self, rows: pd.DataFrame) -> dict[str, float]:
         _require(rows, self.STAT_COLUMNS, self.name)
@@ -196,6 +266,7 @@ class MeteorMetric(Metric):
             **super().config(),
             "jar": "meteor-1.5.jar (pycocoevalcap 1.2)",
             "command": f"java -jar -Xmx{self.memory} meteor-1.5.jar - - -stdio -l en -norm",
+            "max_tokens": self.max_tokens,
             "params": {"alpha": self.params.alpha, "beta": self.params.beta, "gamma": self.params.gamma,
                        "delta": self.params.delta, "module_weights": list(self.params.module_weights)},
         }

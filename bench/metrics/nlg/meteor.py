@@ -17,13 +17,17 @@ gamma 0.6, delta 0.75; module weights exact 1.0, stem 0.6, synonym 0.8, paraphra
 A test checks it against the jar's own corpus score.
 
 Robustness: "|||" and line breaks would break the protocol, so they are removed from the text
-first; every reply is awaited with a timeout, and a dead or silent jar raises an error instead
-of hanging (pycocoevalcap's wrapper blocks forever in that case).
+first (normalisation already splits "|||" into "| | |" and turns line breaks and control
+characters into spaces; `sanitise_for_meteor` is the protocol's own guard); every reply is
+awaited with a timeout, and a dead or silent jar raises an error instead of hanging
+(pycocoevalcap's wrapper blocks forever in that case). `restart()` replaces a jar whose state
+is unknown after such an error; `MeteorMetric` uses it to fail one sample, not the batch.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import shutil
@@ -146,6 +150,14 @@ class MeteorProcess:
         self._buffer = b""
 
     def __enter__(self) -> "MeteorProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the jar (it then takes seconds to load its tables before the first answer)."""
         # pycocoevalcap's command, plus a fixed locale so that the jar parses "0.5" the same
         # way on every machine (its EVAL reads numbers with a locale-dependent scanner).
         cmd = [
@@ -153,30 +165,51 @@ class MeteorProcess:
             self.jar.name, "-", "-", "-stdio", "-l", "en", "-norm",
         ]
         log.debug("starting %s in %s", cmd, self.jar.parent)
+        self._buffer = b""
         try:
             self._proc = subprocess.Popen(
                 cmd, cwd=self.jar.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
             )
         except FileNotFoundError as exc:
             raise MetricUnavailable("METEOR 1.5 needs a Java runtime", "install one, e.g. apt-get install default-jre-headless") from exc
-        return self
 
-    def __exit__(self, *exc_info) -> None:
-        if self._proc is not None:
-            self._proc.stdin.close()
+    def stop(self, kill: bool = False) -> None:
+        """End the jar: politely (close its input) or, for a jar in an unknown state, kill it."""
+        proc, self._proc, self._buffer = self._proc, None, b""
+        if proc is None:
+            return
+        if not kill:
             try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
+                proc.stdin.close()
+                proc.wait(timeout=10)
+                return
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    def restart(self) -> None:
+        """A fresh jar after a failed call.
+
+        A jar that timed out may still answer later, and one that choked on a line may have
+        answered partly: either would shift every later answer by one, so the old process is
+        killed and its unread output dropped rather than reused.
+        """
+        self.stop(kill=True)
+        self.start()
 
     def _send(self, line: str) -> None:
         assert self._proc is not None, "use MeteorProcess as a context manager"
         try:
-            self._proc.stdin.write(line.encode("utf-8") + b"\n")
+            # errors="replace": a lone surrogate cannot be encoded, and must not raise here.
+            self._proc.stdin.write(line.encode("utf-8", errors="replace") + b"\n")
             self._proc.stdin.flush()
-        except BrokenPipeError as exc:
+        except OSError as exc:  # BrokenPipeError, or a pipe closed by a kill
             raise BenchError(f"the METEOR jar exited (code {self._proc.poll()}); is the Java runtime working?") from exc
 
     def _read_line(self) -> str:
@@ -191,7 +224,7 @@ class MeteorProcess:
                 raise BenchError(f"the METEOR jar exited (code {self._proc.poll()}) before answering")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode("utf-8").strip()
+        return line.decode("utf-8", errors="replace").strip()
 
     def stats(self, reference: str, prediction: str) -> list[float]:
         """The 23 statistics of one prediction against one reference (texts are sanitised)."""
@@ -200,7 +233,13 @@ class MeteorProcess:
         values = reply.split()
         if len(values) != len(METEOR_STAT_FIELDS):
             raise BenchError(f"unexpected reply from the METEOR jar to SCORE: {reply[:200]!r}")
-        return [float(v) for v in values]
+        try:
+            parsed = [float(v) for v in values]
+        except ValueError as exc:
+            raise BenchError(f"unparseable reply from the METEOR jar to SCORE: {reply[:200]!r}") from exc
+        if not all(math.isfinite(v) and v >= 0 for v in parsed):
+            raise BenchError(f"implausible statistics from the METEOR jar: {reply[:200]!r}")
+        return parsed
 
     def evaluate(self, stats: Sequence[Sequence[float]]) -> tuple[list[float], float]:
         """The jar's per-sample scores and its corpus score for a list of stats vectors."""
