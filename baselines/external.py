@@ -30,6 +30,7 @@ from pydantic import Field, field_validator
 
 from bench.data.records import Query
 from bench.errors import BenchError
+from bench.jsonfiles import read_json
 from bench.options import OptionsModel
 from bench.systems.base import Prediction, System
 
@@ -121,12 +122,7 @@ def _input_record(s: Query, img_root: Path) -> dict[str, Any]:
 
 
 def _read_output(path: Path) -> dict[str, str]:
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"external output {path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BenchError(f"external output {path} must be a JSON object keyed by id")
+    raw = read_json(path, "external output", dict)  # a JSON object keyed by id
     result: dict[str, str] = {}
     for key, value in raw.items():
         if isinstance(value, str):

@@ -48,6 +48,7 @@ from pydantic import Field
 
 from bench.data.records import Query, Sample
 from bench.errors import BenchError, DataError
+from bench.jsonfiles import read_json
 from bench.options import OptionsModel, validate_options
 from bench.systems.base import Prediction, System
 
@@ -88,15 +89,7 @@ class SaeRadOptions(OptionsModel):
 
 def read_config_file(path: str) -> dict[str, Any]:
     """The options stored in a JSON config file (configs/saerad/*.json)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataError(f"saerad config file {p} does not exist")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"saerad config file {p} is not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"saerad config file {p} must hold a JSON object of options")
+    data = read_json(path, "saerad config file", dict)
     data.pop("description", None)  # free text for people reading the file
     return data
 

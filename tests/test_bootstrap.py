@@ -11,26 +11,10 @@ from bench.errors import BenchError
 from bench.metrics.f1 import OBSERVATIONS, TOP5_INDEX, LabelF1Metric, f1_from_counts, label_f1
 from bench.stats import Interval, bootstrap, paired_randomization_test
 from bench.stats.bootstrap import bootstrap_distribution
+from helpers.additive import MeanMetric, mean_of_x
 
 # sklearn warns about the undefined precisions/recalls that the convention scores as 0.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
-
-
-def mean_of_x(rows: pd.DataFrame) -> dict[str, float]:
-    return {"mean_x": float(rows["x"].mean())}
-
-
-class MeanMetric:
-    """An additive mean: statistics (x, 1), value = sum x / count."""
-
-    def sufficient_statistics(self, rows):
-        return np.stack([rows["x"].to_numpy(float), np.ones(len(rows))], axis=1)
-
-    def aggregate_totals(self, totals):
-        return {"mean_x": totals[..., 0] / totals[..., 1]}
-
-    def aggregate(self, rows):
-        return mean_of_x(rows)
 
 
 class FixedLabels(LabelF1Metric):

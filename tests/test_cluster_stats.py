@@ -20,23 +20,7 @@ from bench.metrics.chexpert_rules import ChexpertRulesMetric
 from bench.metrics.nlg import BleuMetric
 from bench.stats import bootstrap, paired_randomization_test
 from bench.stats.bootstrap import bootstrap_distribution
-
-
-def mean_of_x(rows: pd.DataFrame) -> dict[str, float]:
-    return {"mean_x": float(rows["x"].mean())}
-
-
-class MeanMetric:
-    """An additive mean over rows: statistics (x, 1), value = sum x / count (a ratio estimator)."""
-
-    def sufficient_statistics(self, rows):
-        return np.stack([rows["x"].to_numpy(float), np.ones(len(rows))], axis=1)
-
-    def aggregate_totals(self, totals):
-        return {"mean_x": totals[..., 0] / totals[..., 1]}
-
-    def aggregate(self, rows):
-        return mean_of_x(rows)
+from helpers.additive import MeanMetric, mean_of_x
 
 
 def dyadic(rng: np.random.Generator, n: int) -> np.ndarray:

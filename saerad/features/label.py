@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from bench.jsonfiles import read_json
 from bench.errors import BenchError, DataError
 from saerad.features.statements import as_sentence, clean_surface, split_statements, statement_key
 
@@ -322,12 +323,7 @@ def load_labels(path: str | Path) -> dict[int, LabelRecord]:
     """Feature id -> LabelRecord. Accepts our labels file, or a plain {"id": "label"} map
     (for labels made elsewhere)."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"labels file {p} does not exist")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"labels file {p} is not JSON ({e})") from None
+    doc = read_json(p, "labels file")
     if isinstance(doc, dict) and "features" in doc:
         try:
             return {int(r["id"]): LabelRecord(int(r["id"]), r.get("label", ""), r.get("method", "?"),
