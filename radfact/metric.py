@@ -196,6 +196,22 @@ class RadFactMetric(Metric):
         return {"failed": int(sum(int(r[need[0]]) for r in kept)), "of": int(sum(int(r[need[1]]) for r in kept)),
                 "what": "judge answers that could not be parsed"}
 
+    def signature_settings(self) -> dict:
+        return {"judge": self.model or "(unnamed)", "mode": self.cfg.mode, "prompts": self.prompts_hash()}
+
+    def prompts_hash(self) -> str:
+        """A short hash of every prompt text and few-shot example the judge is shown."""
+        import hashlib
+        import json
+
+        from radfact.entailment import EntailmentPrompts
+        from radfact.phrases import PhrasePrompts
+
+        pp = PhrasePrompts.load(self.cfg.phrase_examples, self.cfg.n_phrase_examples)
+        ep = EntailmentPrompts.load(self.cfg.entailment_examples, self.cfg.n_entailment_examples)
+        blob = json.dumps([repr(pp), repr(ep)], sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
     def config(self) -> dict:
         out = {"name": self.name, "version": self.version, "description": self.description, "judge": self.judge,
                "model": self.model, **self.cfg.describe()}

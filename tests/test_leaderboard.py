@@ -15,9 +15,14 @@ JUDGE_META = {"name": "judge", "version": "1", "higher_is_better": True, "level"
               "columns": [{"key": "judge_f1", "header": "Judge F1"}]}
 
 
-def write_run(d, run, bleu, fingerprint="abc12345", split="test", judge=None):
+BLEU_SIG = {"metric": "bleu", "version": "1", "tok": "ptb-coco", "boot": "study,1000,seed0"}
+
+
+def write_run(d, run, bleu, fingerprint="abc12345", split="test", judge=None, bleu_sig=None):
     d.mkdir(parents=True)
+    sig = bleu_sig or BLEU_SIG
     metrics = {"bleu": {"status": "ok", "metadata": BLEU_META,
+                        "signature": {"settings": sig, "text": "|".join(f"{k}:{v}" for k, v in sig.items())},
                         "values": {"bleu4": {"value": bleu, "low": bleu - 0.01, "high": bleu + 0.02},
                                    "bleu1": {"value": 0.5}}},
                "chexbert": {"status": "unavailable", "metadata": CHEXBERT_META,
@@ -44,12 +49,15 @@ def test_markdown_headers_come_from_metric_metadata(runs):
     assert "| reference | 100.0 [99.0, 102.0] | n/a | n/a |" in text
     assert "chexbert: weights missing Remedy: download them" in text
     assert "interval over studies" in text
+    assert "- `metric:bleu|version:1|tok:ptb-coco|boot:study,1000,seed0`" in text
 
 
 def test_csv_and_html(runs):
     rows = list(csv.reader(io.StringIO(render(load_board(runs), "csv"))))
     assert rows[0][:8] == ["dataset", "fingerprint", "split", "unit", "run", "BL4", "BL4 low", "BL4 high"]
     assert rows[1][4:8] == ["nn", "3.10", "2.10", "5.10"] and rows[1][8] == "n/a"
+    assert rows[0][-1] == "signatures" and rows[1][-1] == "metric:bleu|version:1|tok:ptb-coco|boot:study,1000,seed0"
+    assert len({len(r) for r in rows}) == 1
     html = render(load_board(runs), "html", intervals=False)
     assert "<td>3.1</td>" in html and 'title="weights missing"' in html
 
@@ -87,3 +95,12 @@ def test_errors(tmp_path, runs):
     (tmp_path / "old" / "aggregate.json").write_text(json.dumps({"system": "x", "dataset": "phantom", "metrics": {}}))
     with pytest.raises(BenchError, match="older version"):
         load_board(tmp_path)
+
+
+def test_values_computed_differently_are_refused_naming_the_setting_or_marked(tmp_path):
+    write_run(tmp_path / "a", "nn", 0.03)
+    write_run(tmp_path / "b", "other-tok", 0.05, bleu_sig={**BLEU_SIG, "tok": "13a"})
+    with pytest.raises(BenchError, match=r"bleu values were computed differently.*tok: ptb-coco vs 13a.*--allow-mixed"):
+        load_board(tmp_path)
+    text = render(load_board(tmp_path, allow_mixed=True))
+    assert "| other-tok | ≠ 5.0 [4.0, 7.0] |" in text and "other-tok, bleu: computed differently (tok: ptb-coco vs 13a)" in text

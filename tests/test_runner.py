@@ -280,3 +280,23 @@ def test_a_second_writer_of_a_run_directory_is_refused(tmp_path, phantom, tiny_e
         holder.kill()
         holder.wait()
     one(tmp_path, phantom, tiny_encoder)  # the lock dies with its process: no stale lock
+
+
+def test_every_value_carries_a_signature_and_compare_refuses_mixed_ones(tmp_path, phantom, tiny_encoder):
+    import pyarrow.parquet as pq
+
+    from bench.stages.compare import compare_runs
+
+    _, (a, b) = run(request(tmp_path, phantom, tiny_encoder, systems=["reference", "constant"]))
+    agg = json.loads((a / "aggregate.json").read_text())
+    text = agg["metrics"]["rouge"]["signature"]["text"]
+    assert text.startswith("metric:rouge|version:") and "tok:" in text and text.endswith("boot:study,50,seed0")
+    meta = json.loads(pq.read_schema(a / "scores.parquet").metadata[b"saerad_bench.signatures"])
+    assert meta["rouge"] == text
+    changed = json.loads((b / "aggregate.json").read_text())
+    changed["metrics"]["rouge"]["signature"]["settings"]["tok"] = "13a"
+    (b / "aggregate.json").write_text(json.dumps(changed))
+    with pytest.raises(BenchError, match=r"rouge was computed differently.*tok: .* vs 13a"):
+        compare_runs(a, b, n_permutations=50)
+    results, notes = compare_runs(a, b, n_permutations=50, allow_mixed=True)
+    assert any(r.mixed for r in results if r.metric == "rouge") and any("computed differently" in n for n in notes)

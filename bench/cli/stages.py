@@ -168,10 +168,12 @@ def leaderboard(
     format: str = typer.Option("md", "--format", "-f", help="md | csv | html"),
     intervals: bool = typer.Option(True, help="show 95% intervals"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to a file instead of stdout"),
+    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="show values computed differently (other "
+                                     "signatures) side by side, marked; default: refuse, naming the setting"),
 ) -> None:
     from bench.stages.leaderboard import load_boards, render
 
-    text = render(load_boards(runs), format, intervals)
+    text = render(load_boards(runs, allow_mixed), format, intervals)
     if output:
         output.write_text(text)
         console.print(f"written to {output}")
@@ -185,20 +187,21 @@ def compare(
     permutations: int = typer.Option(10000, help="random swaps per test"),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="compare metrics computed differently (marked)"),
 ) -> None:
     from dataclasses import asdict
 
     from bench.stages.compare import compare_runs
 
-    results, notes = compare_runs(run_a, run_b, permutations, seed)
+    results, notes = compare_runs(run_a, run_b, permutations, seed, allow_mixed)
     if as_json:
         print(json.dumps({"comparisons": [asdict(r) for r in results], "notes": notes}, indent=2))
         return
     t = Table("metric", "column", f"A: {run_a.name}", f"B: {run_b.name}", "B - A", "p-value", "n",
               title=f"paired randomisation test, {permutations} permutations, studies swapped together")
     for r in results:
-        t.add_row(r.metric, r.column, f"{100 * r.a:.1f}", f"{100 * r.b:.1f}", f"{100 * (r.b - r.a):+.1f}",
-                  f"{r.p_value:.4f}", str(r.n))
+        t.add_row(("≠ " if r.mixed else "") + r.metric, r.column, f"{100 * r.a:.1f}", f"{100 * r.b:.1f}",
+                  f"{100 * (r.b - r.a):+.1f}", f"{r.p_value:.4f}", str(r.n))
     Console().print(t)
     for n in notes:
         console.print(f"[yellow]{n}[/yellow]")

@@ -91,6 +91,19 @@ class Metric(ABC):
         """Judgements made but unreadable, {"failed": k, "of": n, "what": "..."}; None if not applicable."""
         return None
 
+    def signature_settings(self) -> dict[str, Any]:
+        """The settings that change this metric's numbers, beyond its name and version
+        (tokenisation, label mapping, a short hash of the weights, the judge and its prompts...).
+        Each metric declares its own; see `signature`."""
+        return {}
+
+    def signature(self) -> dict[str, str]:
+        """How a number was made, in the spirit of sacreBLEU's signatures: name, implementation
+        version and every setting that changes the number. Two values may be compared only when
+        their signatures agree (bench.signatures)."""
+        return {"metric": self.name, "version": self.version,
+                **{k: str(v) for k, v in self.signature_settings().items()}}
+
     def config(self) -> dict:
         """Everything that determines this metric's numbers, for the run manifest."""
         return {"name": self.name, "version": self.version, "description": self.description}

@@ -325,6 +325,11 @@ class CheXbertMetric(LabelF1Metric):
             raise ValueError(f"label cache {cache.path} holds rows of the wrong shape; delete it")
         return out
 
+    def signature_settings(self) -> dict:
+        # The fingerprint hashes the weights' and vocabulary's bytes and the labelling code's version.
+        return {"model": f"chexbert-{self.fingerprint()[:12]}", "trunc": MAX_TOKENS, "map": "rrg",
+                "f1": "sklearn-zero0", "top5": "cmp-ede-con-ate-eff"}
+
     def config(self) -> dict:
         cfg = super().config()
         try:

@@ -378,3 +378,6 @@ class ChexpertRulesMetric(LabelF1Metric):
 
     def label(self, reports: Sequence[str]) -> np.ndarray:
         return label_reports(reports)
+
+    def signature_settings(self) -> dict:
+        return {"labeller": "rules", "map": "rrg", "f1": "sklearn-zero0", "top5": "cmp-ede-con-ate-eff"}

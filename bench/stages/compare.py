@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.metrics.registry import get_metric
+from bench.signatures import differences
 from bench.stages.leaderboard import group_key
 from bench.stats.paired import paired_randomization_test
 
@@ -29,6 +30,7 @@ class Comparison:
     p_value: float
     n: int  # samples in the test
     higher_is_better: bool = True
+    mixed: bool = False  # the two values were computed differently (allowed by allow_mixed)
 
 
 def load_scored_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
@@ -40,8 +42,8 @@ def load_scored_run(run_dir: Path) -> tuple[dict, pd.DataFrame]:
     return json.loads(agg_path.read_text()), pd.read_parquet(rows_path)
 
 
-def compare_runs(run_a: Path, run_b: Path, n_permutations: int = 10000,
-                 seed: int = 0) -> tuple[list[Comparison], list[str]]:
+def compare_runs(run_a: Path, run_b: Path, n_permutations: int = 10000, seed: int = 0,
+                 allow_mixed: bool = False) -> tuple[list[Comparison], list[str]]:
     """Comparisons for metrics both runs have, and notes on those that could not be compared."""
     agg_a, rows_a = load_scored_run(run_a)
     agg_b, rows_b = load_scored_run(run_b)
@@ -55,6 +57,12 @@ def compare_runs(run_a: Path, run_b: Path, n_permutations: int = 10000,
         if mb is None or ma["status"] != "ok" or mb["status"] != "ok":
             notes.append(f"{name}: not available in both runs")
             continue
+        diffs = value_differences(ma, mb)
+        if diffs and not allow_mixed:
+            raise BenchError(f"{name} was computed differently in {run_a} and {run_b} ({'; '.join(diffs)}); "
+                             "re-score one of them the same way, or pass --allow-mixed")
+        if diffs:
+            notes.append(f"{name}: computed differently ({'; '.join(diffs)})")
         metric = get_metric(name)
         a, b = _scored(rows_a, metric.failed_column()), _scored(rows_b, metric.failed_column())
         common = a["id"].isin(b["id"])
@@ -66,8 +74,17 @@ def compare_runs(run_a: Path, run_b: Path, n_permutations: int = 10000,
                                           clusters=studies)
         for col, p in pvals.items():
             results.append(Comparison(name, col, ma["values"][col]["value"], mb["values"][col]["value"], p,
-                                      len(a), bool(ma.get("metadata", {}).get("higher_is_better", True))))
+                                      len(a), bool(ma.get("metadata", {}).get("higher_is_better", True)),
+                                      bool(diffs)))
     return results, notes
+
+
+def value_differences(ma: dict, mb: dict) -> list[str]:
+    """Settings (from the signatures) that make two values of a metric differ in meaning; the
+    bootstrap settings change intervals, not values, so they do not count here."""
+    sa = {k: v for k, v in ma.get("signature", {}).get("settings", {}).items() if k != "boot"}
+    sb = {k: v for k, v in mb.get("signature", {}).get("settings", {}).items() if k != "boot"}
+    return differences(sa, sb)
 
 
 def _scored(rows: pd.DataFrame, failed_column: str) -> pd.DataFrame:

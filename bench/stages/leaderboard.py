@@ -8,19 +8,24 @@ low one; a value with failed judgements or samples says how many, and is flagged
 
 Runs share a table only when they were scored on the same data: the same dataset
 fingerprint, split and unit. Other runs get a table of their own, and the output says why.
+Within a table, every metric's values must carry one signature (bench.signatures): values
+computed differently are refused, naming the setting, unless `allow_mixed` shows them marked
+"≠". Every output format lists the signatures.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.signatures import differences
 
 FLAG = "⚠"
+MIXED = "≠"
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Cell:
     unavailable: str | None = None  # reason
     failed: str | None = None  # "12/850 failed"
     flagged: bool = False
+    mixed: bool = False  # computed differently from the column's first value (allow_mixed)
 
     def text(self, intervals: bool = True) -> str:
         if self.unavailable is not None:
@@ -42,6 +48,8 @@ class Cell:
             s += f" [{100 * self.low:.1f}, {100 * self.high:.1f}]"
         if self.failed:
             s += f" ({self.failed})"
+        if self.mixed:
+            s = f"{MIXED} {s}"
         return f"{FLAG} {s}" if self.flagged else s
 
 
@@ -52,6 +60,8 @@ class Board:
     notes: list[str]  # footnotes: unavailable metrics and their reasons, failures
     caption: str
     group: dict[str, Any]  # dataset name, fingerprint, split, unit
+    signatures: dict[str, list[str]] = field(default_factory=dict)  # metric -> signature texts in use
+    row_signatures: dict[str, list[str]] = field(default_factory=dict)  # row label -> its metrics' signatures
 
 
 def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
@@ -77,18 +87,18 @@ def group_key(agg: dict[str, Any]) -> tuple[str, str, str]:
     return (d.get("fingerprint", ""), d.get("split", ""), d.get("unit", ""))
 
 
-def load_boards(runs_dir: Path) -> list[Board]:
+def load_boards(runs_dir: Path, allow_mixed: bool = False) -> list[Board]:
     """One board per group of comparable runs, largest group first."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for agg in load_runs(runs_dir):
         groups.setdefault(group_key(agg), []).append(agg)
     ordered = sorted(groups.values(), key=lambda g: -len(g))
-    return [_board(g) for g in ordered]
+    return [_board(g, allow_mixed) for g in ordered]
 
 
-def load_board(runs_dir: Path) -> Board:
+def load_board(runs_dir: Path, allow_mixed: bool = False) -> Board:
     """The board of a directory whose runs are all comparable; an error naming the groups otherwise."""
-    boards = load_boards(runs_dir)
+    boards = load_boards(runs_dir, allow_mixed)
     if len(boards) > 1:
         raise BenchError(f"the runs under {runs_dir} were scored on different data: "
                          + "; ".join(b.caption for b in boards))
@@ -107,8 +117,29 @@ def _columns(aggs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return cols
 
 
-def _board(aggs: list[dict[str, Any]]) -> Board:
+def _reference_signatures(aggs: list[dict[str, Any]], allow_mixed: bool) -> dict[str, list[dict[str, Any]]]:
+    """Per metric, the distinct signatures its values carry (the first run's first); an error
+    naming the differing settings when there are several and mixing is not allowed."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for agg in aggs:
+        for name, m in agg["metrics"].items():
+            sig = m.get("signature", {}).get("settings")
+            if m["status"] != "ok" or sig is None:
+                continue
+            known = seen.setdefault(name, [])
+            if sig not in known:
+                if known and not allow_mixed:
+                    raise BenchError(f"{name} values were computed differently in {aggs[0]['run']!r} and "
+                                     f"{agg['run']!r} ({'; '.join(differences(known[0], sig))}); they cannot share "
+                                     "a table. Re-score one of them the same way, or pass --allow-mixed to show "
+                                     f"them marked {MIXED}")
+                known.append(sig)
+    return seen
+
+
+def _board(aggs: list[dict[str, Any]], allow_mixed: bool = False) -> Board:
     cols = _columns(aggs)
+    sigs = _reference_signatures(aggs, allow_mixed)
     notes: dict[str, str] = {}
     rows = []
     for agg in aggs:
@@ -131,7 +162,13 @@ def _board(aggs: list[dict[str, Any]]) -> Board:
             if failed:
                 notes[f"{agg['run']}/{name}/failed"] = f"{agg['run']}, {name}: {_failed_note(m)}" + \
                     (" — over 5%, read the value with care" if m.get("flagged") else "")
-            cells.append(Cell(v["value"], v.get("low"), v.get("high"), failed=failed, flagged=bool(m.get("flagged"))))
+            sig = m.get("signature", {}).get("settings")
+            mixed = sig is not None and len(sigs.get(name, [])) > 1 and sig != sigs[name][0]
+            if mixed:
+                notes[f"{agg['run']}/{name}/mixed"] = (f"{MIXED} {agg['run']}, {name}: computed differently "
+                                                      f"({'; '.join(differences(sigs[name][0], sig))})")
+            cells.append(Cell(v["value"], v.get("low"), v.get("high"), failed=failed, flagged=bool(m.get("flagged")),
+                              mixed=mixed))
         rows.append((_row_label(agg), cells))
     first = aggs[0]
     d, boot = first["dataset"], first.get("bootstrap", {})
@@ -140,7 +177,12 @@ def _board(aggs: list[dict[str, Any]]) -> Board:
     resampled = "studies" if boot.get("unit") == "study" else "samples"
     caption = (f"{where}, {first['n']} {unit}s (data {d.get('fingerprint', '')[:8]}); values x100, "
                f"bootstrap 95% interval over {resampled} in brackets")
-    return Board([h for _, _, h in cols], rows, list(notes.values()), caption, dict(d))
+    from bench.signatures import format_signature
+
+    texts = {name: [format_signature(s) for s in found] for name, found in sigs.items()}
+    per_row = {_row_label(agg): [m["signature"]["text"] for m in agg["metrics"].values() if "signature" in m]
+               for agg in aggs}
+    return Board([h for _, _, h in cols], rows, list(notes.values()), caption, dict(d), texts, per_row)
 
 
 def _row_label(agg: dict[str, Any]) -> str:
@@ -194,6 +236,8 @@ def _md(board: Board, intervals: bool) -> str:
     lines += ["| " + name + " | " + " | ".join(c.text(intervals) for c in cells) + " |"
               for name, cells in board.rows]
     lines += [""] + [f"- {n}" for n in board.notes]
+    if board.signatures:
+        lines += ["", "Signatures:", ""] + [f"- `{t}`" for texts in board.signatures.values() for t in texts]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -207,13 +251,13 @@ def _csv(boards: list[Board]) -> str:
         head = ["dataset", "fingerprint", "split", "unit", "run"]
         for h in b.headers:
             head += [h, f"{h} low", f"{h} high"]
-        w.writerow(head)
+        w.writerow(head + ["signatures"])
         g = b.group
         for name, cells in b.rows:
             row = [g.get("name", ""), g.get("fingerprint", ""), g.get("split", ""), g.get("unit", ""), name]
             for c in cells:
                 row += ["n/a", "", ""] if c.unavailable is not None else [_pct(c.value), _pct(c.low), _pct(c.high)]
-            w.writerow(row)
+            w.writerow(row + [" ; ".join(b.row_signatures.get(name, []))])
     return buf.getvalue()
 
 
@@ -225,6 +269,9 @@ def _html(board: Board, intervals: bool) -> str:
         out.append(f"<tr><td>{e(name)}</td>" + "".join(_html_cell(c, intervals) for c in cells) + "</tr>")
     out.append("</table>")
     out += [f"<p>{e(n)}</p>" for n in board.notes]
+    if board.signatures:
+        out.append("<p>Signatures:</p><ul>" + "".join(f"<li><code>{e(t)}</code></li>"
+                                                      for texts in board.signatures.values() for t in texts) + "</ul>")
     return "\n".join(out) + "\n"
 
 

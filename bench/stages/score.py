@@ -108,7 +108,7 @@ def score(ids: Sequence[str], references: Sequence[str], predictions: Sequence[s
         log.warning("%d empty predictions (scored as written: they earn no credit)", len(result.empty_predictions))
     for pm in prepared:
         t0 = time.perf_counter()
-        entry = _score_one(pm, list(references), list(predictions), clusters, n_bootstrap, seed)
+        entry = _score_one(pm, list(references), list(predictions), clusters, n_bootstrap, seed, boot)
         result.timings[f"{pm.name}_s"] = time.perf_counter() - t0
         if "rows" in entry:
             per = entry.pop("rows")
@@ -138,6 +138,13 @@ def _unavailable(pm: PreparedMetric, exc: MetricUnavailable) -> dict[str, Any]:
             "metadata": pm.metric.metadata(), "config": _config(pm.metric)}
 
 
+def _signature(metric: Metric, boot: dict[str, Any]) -> dict[str, Any]:
+    from bench.signatures import bootstrap_setting, format_signature
+
+    sig = {**metric.signature(), "boot": bootstrap_setting(boot)}
+    return {"settings": sig, "text": format_signature(sig)}
+
+
 def _config(metric: Metric) -> dict[str, Any]:
     try:
         return metric.config()
@@ -146,7 +153,7 @@ def _config(metric: Metric) -> dict[str, Any]:
 
 
 def _score_one(pm: PreparedMetric, references: list[str], predictions: list[str], clusters: list[str],
-               n_bootstrap: int, seed: int) -> dict[str, Any]:
+               n_bootstrap: int, seed: int, boot: dict[str, Any]) -> dict[str, Any]:
     if pm.unavailable is not None:
         return _unavailable(pm, pm.unavailable)
     metric = pm.metric
@@ -169,6 +176,7 @@ def _score_one(pm: PreparedMetric, references: list[str], predictions: list[str]
     entry: dict[str, Any] = {"status": "ok", "values": _with_intervals(metric, ok_rows, ok_clusters, n_bootstrap,
                                                                         seed),
                              "metadata": metric.metadata(), "config": _config(metric),
+                             "signature": _signature(metric, boot),
                              "n_scored": int((~failed).sum()), "n_failed_samples": int(failed.sum())}
     notes = metric.failures(ok_rows)
     if notes is not None:
@@ -300,7 +308,7 @@ def write_scores(out_dir: Path, label: str, system: str, inp: ScoringInput, resu
     from bench.stages.generate import update_manifest
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.rows.to_parquet(out_dir / SCORES, index=False)
+    _write_rows(out_dir / SCORES, result)
     agg = aggregate_record(label, system, inp, result)
     write_json(out_dir / AGGREGATE, agg)
     update_manifest(out_dir, "score", {
@@ -309,6 +317,20 @@ def write_scores(out_dir: Path, label: str, system: str, inp: ScoringInput, resu
         "empty_predictions": result.empty_predictions, "timings": result.timings,
         "versions": package_versions(), **(extra or {})})
     return agg
+
+
+def _write_rows(path: Path, result: ScoreResult) -> None:
+    """scores.parquet, with every metric's signature in the file's metadata: per-sample values
+    carry how they were computed wherever the file goes."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(result.rows, preserve_index=False)
+    sigs = {k: v["signature"]["text"] for k, v in result.metrics.items() if "signature" in v}
+    meta = {**(table.schema.metadata or {}), b"saerad_bench.signatures": json.dumps(sigs).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path)
 
 
 def score_run(run_dir: Path, metrics: Sequence[PreparedMetric], n_bootstrap: int = 1000, seed: int = 0,

@@ -98,6 +98,10 @@ class RgerMetric(Metric):
         totals = self.sufficient_statistics(rows).sum(axis=0)
         return {k: float(v) for k, v in self.aggregate_totals(totals).items()}
 
+    def signature_settings(self) -> dict:
+        return {"reward": "partial", "radgraph": PINNED_VERSION, "model": self.annotator.config.model_type,
+                "model_sha": self.annotator.fingerprint()[:12]}
+
     def config(self) -> dict:
         cfg = super().config()
         annotator_cfg = self.annotator.config
