@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from urllib.parse import urlparse
 
 from bench.errors import BenchError
-from bench.llm.base import (ChatRequest, ChatResponse, LLMBackend, LLMRequestError, LLMTransientError,
+from bench.llm.base import (ChatRequest, ChatResponse, LLMBackend, LLMRefusal, LLMRequestError, LLMTransientError,
                             LLMUnavailable)
 from bench.llm.http import httpx_module
 
@@ -220,6 +220,11 @@ class OpenAICompatBackend(LLMBackend):
         except (KeyError, IndexError, TypeError) as e:
             raise LLMTransientError(f"the body is not a chat completion (no choices[0].message.content): "
                                     f"{_snippet(str(body))}", malformed=True) from e
+        refusal = choice["message"].get("refusal") if isinstance(choice["message"], dict) else None
+        if isinstance(refusal, str) and refusal.strip():
+            # OpenAI's structured outputs report a refusal here, with no content: final, and
+            # not to be taken for a malformed body and retried.
+            raise LLMRefusal(f"the model refused to answer: {_snippet(refusal)}")
         if not isinstance(text, str):
             raise LLMTransientError(f"choices[0].message.content is {type(text).__name__}, not text",
                                     malformed=True)

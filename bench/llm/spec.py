@@ -113,7 +113,8 @@ def make_backend(spec: LLMSpec, **backend_kw: Any) -> LLMBackend:
 
 def make_client(spec: str, model: str | None = None, cache_path: Path | str | None = None, *,
                 cache_mode: CacheMode = "readwrite", max_concurrency: int = 8, max_retries: int = 4,
-                timeout: float = 120.0, **backend_kw: Any) -> LLMClient | None:
+                timeout: float = 120.0, request_deadline: float | None = None,
+                run_deadline: float | None = None, **backend_kw: Any) -> LLMClient | None:
     """A ready client for a --llm spec, or None for `--llm none`.
 
     cache_path None (or cache_mode "off") disables the cache; `backend_kw` goes to the
@@ -124,4 +125,5 @@ def make_client(spec: str, model: str | None = None, cache_path: Path | str | No
         return None
     backend = make_backend(parsed, **backend_kw)
     cache = ResponseCache(cache_path, mode=cache_mode)
-    return LLMClient(backend, cache, max_concurrency=max_concurrency, max_retries=max_retries, timeout=timeout)
+    return LLMClient(backend, cache, max_concurrency=max_concurrency, max_retries=max_retries, timeout=timeout,
+                     request_deadline=request_deadline, run_deadline=run_deadline)

@@ -73,12 +73,14 @@ def _sample_clusters(clusters: Mapping[Hashable, Hashable] | Sequence[Hashable],
 def paired_randomization_test(metric_or_aggregate_fn: Any, rows_a: pd.DataFrame, rows_b: pd.DataFrame,
                               n_permutations: int = 10000, seed: int = 0, id_column: str | None = "id",
                               clusters: Mapping[Hashable, Hashable] | Sequence[Hashable] | None = None,
-                              ) -> dict[str, float]:
+                              alternative: str = "two-sided") -> dict[str, float]:
     """Two-sided p-value per aggregate column for "A and B score the same".
 
     metric_or_aggregate_fn: a Metric, its bound `aggregate`, or a callable rows -> dict.
     rows_a, rows_b: per-sample rows of the two systems; aligned by `id_column`
     (None: by index). A column whose observed value is NaN on either side gets NaN.
+    alternative: "two-sided" (default), "greater" (is A above B?) or "less" (is A below B?):
+    the one-sided p-values count permuted differences A - B at least as far in that direction.
     clusters: the study of every sample, so that a study's rows are swapped together.
     Either a mapping from sample id (the `id_column` value, or the index label when
     id_column is None) to study id, which may hold more ids than are tested and does not
@@ -87,13 +89,15 @@ def paired_randomization_test(metric_or_aggregate_fn: Any, rows_a: pd.DataFrame,
     """
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+    if alternative not in ("two-sided", "greater", "less"):
+        raise ValueError(f"alternative must be two-sided, greater (A > B) or less (A < B), got {alternative!r}")
     a, b, ids = _aligned(rows_a, rows_b, id_column)
     if len(a) == 0:
         raise ValueError("cannot test two empty sets of per-sample rows")
     codes, n_units = (None, len(a)) if clusters is None else _sample_clusters(clusters, ids)
     aggregate, additive = resolve(metric_or_aggregate_fn)
     val_a, val_b = as_float_dict(aggregate(a)), as_float_dict(aggregate(b))
-    observed = {k: abs(val_a[k] - val_b[k]) for k in val_a}
+    observed = {k: val_a[k] - val_b[k] for k in val_a}
     rng = np.random.default_rng(seed)
     if additive is not None:
         diffs = _additive_diffs(additive, a, b, codes, n_units, n_permutations, rng)
@@ -104,10 +108,15 @@ def paired_randomization_test(metric_or_aggregate_fn: Any, rows_a: pd.DataFrame,
         if np.isnan(obs):
             out[k] = float("nan")
             continue
-        d = np.abs(diffs[k])
         # A small tolerance so that float noise in re-aggregation cannot push an equal
         # difference below the observed one.
-        hits = int(np.sum(d >= obs - 1e-12 * max(1.0, obs)))
+        eps = 1e-12 * max(1.0, abs(obs))
+        if alternative == "two-sided":
+            hits = int(np.sum(np.abs(diffs[k]) >= abs(obs) - eps))
+        elif alternative == "greater":  # evidence that A > B: permuted differences as large as observed
+            hits = int(np.sum(diffs[k] >= obs - eps))
+        else:  # "less": evidence that A < B
+            hits = int(np.sum(diffs[k] <= obs + eps))
         out[k] = (hits + 1) / (n_permutations + 1)
     return out
 
