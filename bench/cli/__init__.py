@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def build_app() -> typer.Typer:
-    from bench.cli import data, listing, stages
+    from bench.cli import check, data, listing, stages
 
     app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="Benchmark chest X-ray report generators (SAE-Rad, baselines, external models).")
@@ -36,6 +36,7 @@ def build_app() -> typer.Typer:
     stages.register(app)
     listing.register(app)
     data.register(app)
+    check.register(app)
     _mount_plugins(app)
     return app
 
