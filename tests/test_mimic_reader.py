@@ -405,10 +405,14 @@ def test_fingerprint_tracks_image_size(root: Path):
 
 def test_summary_is_logged(root: Path, caplog):
     with caplog.at_level(logging.INFO, logger="bench.data.mimic"):
-        load_split(root, "test")
+        ds = load_split(root, "test")
     text = caplog.text
     assert "kept 2; skipped 2" in text and "1 report file not found" in text
-    assert "1 non-PA/AP images" in text
+    assert "1 view not selected (not PA/AP)" in text
+    # Every row of the split is kept or counted under a reason.
+    assert ds.dropped == {"view not selected (not PA/AP)": 1, "report has neither findings nor impression": 1,
+                          "report file not found": 1}
+    assert "5 rows in the split" in text and len(ds) + sum(ds.dropped.values()) == 5
 
 
 def test_export_jsonl(root: Path, tmp_path: Path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +82,26 @@ def test_a_kill_mid_write_leaves_no_indexed_garbage(tmp_path):
     assert index.read_text() == "x\t0\ny\t1\nz\t2\n"
 
 
-def test_one_writer_per_shard(tmp_path):
+def test_a_second_writer_on_a_shard_waits_for_the_first(tmp_path, caplog):
     cache = TokenCache(tmp_path, "b" * 64, dim=2)
-    with cache.writer((0, 2)):
-        with pytest.raises(BenchError, match="another process"):
-            with cache.writer((0, 2)):
+    entered = threading.Event()
+
+    def second() -> None:
+        with cache.writer((0, 2)) as w:  # flock conflicts across open files, even in one process
+            entered.set()
+            w.append(["later"], np.array([[3, 4]], dtype=np.float32))
+
+    with caplog.at_level(logging.INFO, logger="bench.encoders.cache"):
+        with cache.writer((0, 2)) as w:
+            t = threading.Thread(target=second)
+            t.start()
+            assert not entered.wait(0.5)  # blocked while the first writer holds the shard
+            w.append(["first"], np.array([[1, 2]], dtype=np.float32))
+            with cache.writer((1, 2)):  # another shard is not blocked
                 pass
-        with cache.writer((1, 2)):  # another shard is fine
-            pass
+        t.join(10)
+    assert entered.is_set() and "waiting for it to finish" in caplog.text
+    np.testing.assert_array_equal(cache.get(["first", "later"]), [[1, 2], [3, 4]])
 
 
 def test_resume_after_kill_encodes_exactly_the_rest(tmp_path, tiny_dir):

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = build_app()(args, prog_name="bench", standalone_mode=False)
     except BenchError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        # soft_wrap: a one-line error stays one line (paths are not broken), whatever the width
+        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True, soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc(), highlight=False, markup=False)
         sys.exit(2)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             console.print(exc.format_message(), highlight=False, markup=False)
             sys.exit(2)
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        console.print(f"[red]usage error:[/red] {exc.format_message()}{hint}", highlight=False)
+        console.print(f"[red]usage error:[/red] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except exits as exc:
         sys.exit(exc.exit_code)
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:  # a bug: say so, keep the traceback for -v
         console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}"
-                      + ("" if verbose else " (run with -v for the traceback)"), highlight=False, markup=True)
+                      + ("" if verbose else " (run with -v for the traceback)"), highlight=False, markup=True,
+                      soft_wrap=True)
         if verbose:
             console.print(traceback.format_exc(), highlight=False, markup=False)
         sys.exit(1)

@@ -128,6 +128,9 @@ def _find_table(root: Path, stem: str) -> Path:
 def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     try:
         header = pd.read_csv(path, nrows=0).columns
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{path} is a truncated or corrupt gzip ({type(e).__name__}: {e}); "
+                        f"download it again. {DOWNLOAD_HINT}") from e
     except Exception as e:  # pandas raises several kinds for unreadable files
         raise DataError(f"cannot read {path}: {e}; {DOWNLOAD_HINT}") from e
     missing = [c for c in columns if c not in header]

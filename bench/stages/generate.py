@@ -138,6 +138,10 @@ def _generate_locked(cfg: GenerateConfig, system: System, ctx: RunContext, ds: D
         "system_state": {k: v for k, v in ctx.used.items() if k not in ("datasets", "encoder", "encoding", "llm")},
         "skipped": {split: [{"path": s.path, "reason": s.reason} for s in d.skipped]
                     for split, d in ctx.loaded().items()},
+        # Rows the reader did not use, by reason, and inputs it used after repairing them.
+        "dropped": {split: dict(d.dropped) for split, d in ctx.loaded().items()},
+        "repaired": {split: [{"path": s.path, "reason": s.reason} for s in d.repaired]
+                     for split, d in ctx.loaded().items()},
         "timings": {**ctx.timings, "generate_total_s": time.perf_counter() - t_start},
         "versions": package_versions(), "git": git_revision(), "host": host_info(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
