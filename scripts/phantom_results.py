@@ -1,11 +1,12 @@
-"""Regenerate results/phantom-test.md and .csv: the embedded default leaderboard.
+"""Regenerate results/phantom-test.md and .csv (the embedded default leaderboard) and the
+regression baselines results/baselines/phantom-<system>.json that `.ci/run` checks against.
 
 Runs, on the embedded phantom dataset with every default metric, what the README's first
 command runs (nn, reference, constant) and SAE-Rad offline (LLM-free labeller and composer,
 its default options), then writes the leaderboard. Metrics that need weights, a RadGraph
 environment or an LLM judge are n/a offline, with their reasons.
 
-    python scripts/phantom_results.py [--runs DIR] [--cache-dir DIR]
+    python scripts/phantom_results.py [--runs DIR] [--cache-dir DIR] [--no-baselines]
 
 The run directories are kept under --runs (default: a fresh temporary directory), so the
 committed tables can be traced to their predictions, scores and manifests.
@@ -26,6 +27,8 @@ from bench.stages.run import RunRequest, run
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMS = ["nn", "reference", "constant", "saerad"]
 LABELS = {"saerad": "saerad-llm-free"}
+GATED = ["nn", "constant", "saerad"]  # the systems .ci/run checks against their baselines
+BASELINES = REPO / "results" / "baselines"
 
 HEADER = """# Embedded default (phantom) leaderboard
 
@@ -45,6 +48,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=None, help="parent directory for the run directories")
     ap.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: the harness default)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "phantom-test")
+    ap.add_argument("--no-baselines", action="store_true", help="do not rewrite results/baselines/")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     runs = args.runs or Path(tempfile.mkdtemp(prefix="phantom-results-"))
@@ -54,6 +58,13 @@ def main() -> None:
     args.out.with_suffix(".md").write_text(HEADER + render(boards, "md"))
     args.out.with_suffix(".csv").write_text(render(boards, "csv"))
     logging.info("wrote %s.md and .csv from the runs in %s (%.0f s)", args.out, parent, time.perf_counter() - t0)
+    if not args.no_baselines:
+        from bench.stages.check import write_baseline
+
+        for system in GATED:
+            path = BASELINES / f"phantom-{system}.json"
+            write_baseline(parent / LABELS.get(system, system), path)
+            logging.info("wrote the regression baseline %s", path)
 
 
 if __name__ == "__main__":

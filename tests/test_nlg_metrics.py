@@ -18,7 +18,8 @@ import pytest
 from bench.errors import BenchError, MetricUnavailable
 from bench.metrics.nlg import BleuMetric, MeteorMetric, RougeMetric
 from bench.metrics.nlg.bleu import bleu_from_counts, bleu_stats
-from bench.metrics.nlg.meteor import METEOR_STAT_FIELDS, meteor_from_stats, sanitise_for_meteor, sum_meteor_stats
+from bench.metrics.nlg.meteor import (METEOR_STAT_FIELDS, java_available, meteor_from_stats, sanitise_for_meteor,
+                                      sum_meteor_stats)
 from bench.metrics.nlg.rouge import lcs_length, rouge_l
 from bench.metrics.nlg.text import normalise_text
 from bench.metrics.registry import get_metric
@@ -341,3 +342,24 @@ def test_bad_input_is_a_clear_error():
         BleuMetric().aggregate(pd.DataFrame({"bleu4": [0.5]}))
     with pytest.raises(BenchError, match="zero samples"):
         RougeMetric().aggregate(RougeMetric().per_sample([], []))
+
+
+@pytest.mark.parametrize("name", ["bleu", "rouge", "meteor"])
+def test_resampling_fast_path_gives_the_generic_paths_numbers(name):
+    """The additive path (counts x statistics) and re-aggregating resampled rows agree exactly."""
+    from bench.stats.bootstrap import bootstrap
+    from bench.stats.paired import paired_randomization_test
+
+    if name == "meteor" and not java_available():
+        pytest.skip("METEOR needs a Java runtime")
+    refs = ["No effusion. Heart normal.", "Left pleural effusion.", "Lungs clear.", "Mild edema and cardiomegaly."] * 6
+    a = ["No effusion.", "Right pleural effusion.", "Lungs are clear.", "Cardiomegaly."] * 6
+    b = ["No effusion. Heart normal.", "Right pleural effusion.", "Lungs clear.", "Cardiomegaly and edema."] * 6
+    m = get_metric(name)
+    ra, rb = m.per_sample(refs, a), m.per_sample(refs, b)
+    ra["id"] = rb["id"] = [str(i) for i in range(len(refs))]
+    fast, slow = bootstrap(m, ra, 100, seed=3), bootstrap(lambda r: m.aggregate(r), ra, 100, seed=3)
+    for k in fast:
+        assert fast[k].low == pytest.approx(slow[k].low, abs=1e-12)
+        assert fast[k].high == pytest.approx(slow[k].high, abs=1e-12)
+    assert paired_randomization_test(m, ra, rb, 300) == paired_randomization_test(lambda r: m.aggregate(r), ra, rb, 300)

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 # Longest text, in normalised tokens, that METEOR sends to its jar (see MeteorMetric).
 DEFAULT_MAX_TOKENS = 1000
 
+# Signature settings shared by the three text metrics: how texts are normalised.
+TEXT_SIGNATURE = {"tok": "ptb-coco", "case": "lower", "punct": "drop"}
+
 NORMALISATION = (
     "PTB tokenisation as pycocoevalcap's PTBTokenizer (CoreNLP 3.4.1, -lowerCase), "
     "re-implemented in Python; punctuation tokens dropped"
@@ -104,6 +107,23 @@ class BleuMetric(Metric):
         )
         return {f"bleu{n}": scores[n - 1] for n in range(MAX_N, 0, -1)}
 
+    # AdditiveMetric (bench.stats.aggregators): the value depends on the rows only through the
+    # column sums of the n-gram statistics, so resamplers multiply counts by them.
+    def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
+        _require(rows, self._STAT_COLUMNS, self.name)
+        return rows[list(self._STAT_COLUMNS)].to_numpy(dtype=float)
+
+    def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        # One exact corpus formula per resample (a few microseconds each): the same numbers
+        # as `aggregate`, and far cheaper than re-summing rows.
+        totals = np.asarray(totals, dtype=float)
+        flat = totals.reshape(-1, totals.shape[-1])
+        scores = np.array([bleu_from_counts(t[0], t[1], t[2:2 + MAX_N], t[2 + MAX_N:]) for t in flat])
+        return {f"bleu{n}": scores[:, n - 1].reshape(totals.shape[:-1]) for n in range(MAX_N, 0, -1)}
+
+    def signature_settings(self) -> dict:
+        return {**TEXT_SIGNATURE, "n": MAX_N, "ref": "closest", "smooth": "coco"}
+
     def config(self) -> dict:
         return {**super().config(), "max_n": MAX_N, "reference_length": "closest", "tiny": 1e-15, "small": 1e-9}
 
@@ -135,6 +155,18 @@ class RougeMetric(Metric):
     def aggregate(self, rows: pd.DataFrame) -> dict[str, float]:
         _require(rows, ["rougeL"], self.name)
         return {"rougeL": float(np.mean(rows["rougeL"].to_numpy(dtype=float)))}
+
+    # AdditiveMetric: a mean is (sum of scores) / (number of samples).
+    def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
+        _require(rows, ["rougeL"], self.name)
+        return np.column_stack([rows["rougeL"].to_numpy(dtype=float), np.ones(len(rows))])
+
+    def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        totals = np.asarray(totals, dtype=float)
+        return {"rougeL": totals[..., 0] / totals[..., 1]}
+
+    def signature_settings(self) -> dict:
+        return {**TEXT_SIGNATURE, "lcs_beta": BETA}
 
     def config(self) -> dict:
         return {**super().config(), "beta": BETA}
@@ -260,6 +292,21 @@ class MeteorMetric(Metric):
         _require(rows, self.STAT_COLUMNS, self.name)
         summed = sum_meteor_stats(rows[list(self.STAT_COLUMNS)].to_numpy(dtype=float).tolist())
         return {"meteor": meteor_from_stats(summed, self.params)}
+
+    # AdditiveMetric: the corpus score is a function of summed statistics, where a perfectly
+    # matched sample adds no chunk (as the jar's EVAL sums them, see sum_meteor_stats).
+    def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
+        _require(rows, self.STAT_COLUMNS, self.name)
+        values = rows[list(self.STAT_COLUMNS)].to_numpy(dtype=float)
+        return np.array([sum_meteor_stats([row]) for row in values.tolist()]).reshape(values.shape)
+
+    def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        totals = np.asarray(totals, dtype=float)
+        flat = totals.reshape(-1, totals.shape[-1])
+        return {"meteor": np.array([meteor_from_stats(t, self.params) for t in flat]).reshape(totals.shape[:-1])}
+
+    def signature_settings(self) -> dict:
+        return {**TEXT_SIGNATURE, "jar": "meteor-1.5", "lang": "en", "norm": "yes", "max_tokens": self.max_tokens}
 
     def config(self) -> dict:
         return {
