@@ -458,3 +458,20 @@ def test_reads_a_phantom_dataset_without_skips(tmp_path: Path):
     assert sorted(s.dicom_id for s in load_split(root, "test", unit="study").samples) == sorted(
         s.id for s in load_split(root, "test").samples
     )
+
+
+def test_sample_order_does_not_depend_on_the_order_of_the_tables(tmp_path: Path):
+    """Samples come in subject, study-time, study, view-preference order whatever the row order of
+    the CSVs: resampling numbers studies by first appearance, so the order is part of the result."""
+    import pandas as pd
+
+    from bench.data.phantom import generate
+
+    generate(tmp_path, n_train=10, n_test=40, seed=4, image_size=64)
+    before = [s.id for s in load_split(tmp_path, "test").samples]
+    for name in ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-metadata.csv.gz"):
+        table = pd.read_csv(tmp_path / name, dtype=str)
+        table.sample(frac=1.0, random_state=1).to_csv(tmp_path / name, index=False, compression="gzip")
+    after = load_split(tmp_path, "test").samples
+    assert [s.id for s in after] == before
+    assert [s.subject_id for s in after] == sorted(s.subject_id for s in after)

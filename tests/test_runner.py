@@ -300,3 +300,13 @@ def test_every_value_carries_a_signature_and_compare_refuses_mixed_ones(tmp_path
         compare_runs(a, b, n_permutations=50)
     results, notes = compare_runs(a, b, n_permutations=50, allow_mixed=True)
     assert any(r.mixed for r in results if r.metric == "rouge") and any("computed differently" in n for n in notes)
+
+
+def test_the_same_data_through_a_relative_or_absolute_path_is_the_same_run(tmp_path, phantom, tiny_encoder,
+                                                                           monkeypatch):
+    monkeypatch.chdir(phantom.parent)
+    rel = DataConfig(data_root=Path(phantom.name), encoder=tiny_encoder, cache_dir=tmp_path / "cache")
+    out = one(tmp_path, phantom, tiny_encoder, data=rel)
+    ident = json.loads((out / "run-identity.json").read_text())
+    assert ident["data_root"] == str(phantom.resolve())  # stored resolved
+    one(tmp_path, phantom, tiny_encoder)  # the absolute path resumes the same run: no refusal

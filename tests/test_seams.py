@@ -127,6 +127,24 @@ def bench_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     (("compare", "/nonexistent/a", "/nonexistent/b"), "not a scored run directory"),
     (("score", "--predictions", "/nonexistent/p.jsonl"), "predictions file not found"),
     (("nosuchcommand",), "No such command"),
+    # every other command: a missing argument, and a path that does not exist
+    (("generate",), "Missing option '--system'"),
+    (("generate", "--system", "nn", "--data-root", "/nonexistent"), "is not a directory"),
+    (("data", "export"), "Missing option '--out'"),
+    (("data", "export", "--out", "/tmp/x.jsonl", "--data-root", "/nonexistent"), "is not a directory"),
+    (("data", "phantom"), "Missing option '--out'"),
+    (("encode", "--data-root", "/nonexistent"), "is not a directory"),
+    (("check",), "Missing option '--baseline'"),
+    (("check", "--run", "/nonexistent/run", "--baseline", "/nonexistent/b.json"), "does not exist"),
+    (("sae", "train"), "Missing option '--tokens'"),
+    (("sae", "train", "--tokens", "/nonexistent/t.npy", "--out", "/tmp/sae-x"), "/nonexistent/t.npy"),
+    (("sae", "eval"), "Missing option '--sae'"),
+    (("sae", "eval", "--sae", "/nonexistent/sae", "--tokens", "/nonexistent/t.npy"), "/nonexistent"),
+    (("features", "show"), "Missing argument 'feature'"),
+    (("features", "show", "1", "--sae", "/nonexistent/sae"), "/nonexistent/sae"),
+    (("radfact",), "Missing option '--predictions'"),
+    (("radfact", "--predictions", "/nonexistent/p.jsonl", "--judge", "openai:http://127.0.0.1:9/v1", "--model", "m"),
+     "/nonexistent/p.jsonl"),
 ])
 def test_usage_and_data_errors_exit_2_with_one_line_and_no_traceback(args, needle):
     r = bench_cli(*args)

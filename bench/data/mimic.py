@@ -482,6 +482,10 @@ def load_split(
         log.warning("MIMIC-CXR %s: %d images have an unrecognised ViewPosition (e.g. %s); not selected",
                     split, int(unknown.sum()), ", ".join(f"{v!r} x{n}" for v, n in values))
     rows = rows[selected].copy()
+    # Samples in subject, study-time, study and view-preference order: the order every run and
+    # every resample numbering follows, and at study level the first row of a study is its image.
+    rows["view_rank"] = rows["ViewPosition"].str.upper().map({v: i for i, v in enumerate(views)})
+    rows = rows.sort_values(["subject_id", "when", "study_id", "view_rank", "dicom_id"], na_position="last")
     probes = list(dict.fromkeys(zip(rows["subject_id"], rows["study_id"])))[:_PROBES]
     if not probes:  # nothing selected: probe with any study so that a wrong reports path still fails loudly
         probes = list(dict.fromkeys(zip(meta["subject_id"], meta["study_id"])))[:_PROBES]
