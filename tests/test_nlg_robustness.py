@@ -165,7 +165,13 @@ def test_unparseable_reply_fails_only_that_sample(jar, alone, monkeypatch):
 
 def test_timeout_on_one_sample_fails_only_that_sample(jar, alone, monkeypatch):
     def tiny_timeout(process: MeteorProcess) -> None:
-        process.timeout_s = 1e-9
+        # A jar that cannot answer (stopped) and a short limit: the call must time out, whatever
+        # the machine's load (a 1-ns limit alone can lose the race to a fast reply).
+        import os
+        import signal
+
+        os.kill(process._proc.pid, signal.SIGSTOP)
+        process.timeout_s = 0.5
         # Back to normal for the restarted jar, which needs seconds to load.
         monkeypatch.setattr(MeteorProcess, "restart", lambda self: (setattr(self, "timeout_s", 120.0),
                                                                     restart(self)))

@@ -160,7 +160,7 @@ def test_cli_reads_a_token_cache_directory(tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["eval", "--sae", str(out), "--tokens", str(cache_dir), "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["n_tokens"] == 48
+    assert json.loads(res.stdout)["n_tokens"] == 48  # stdout only: log lines go to stderr
     np.save(tmp_path / "tok.npy", z)
     res = runner.invoke(app, ["eval", "--sae", str(out), "--tokens", str(tmp_path / "tok.npy"),
                               "--ids", str(tmp_path / "ids.txt")])

@@ -110,10 +110,12 @@ class _Scripted(LLMBackend):
         if "Report 1:" in text:
             return ChatResponse(text="Looking at the reports...\n*This feature represents a small left pleural effusion.",
                                 prompt_tokens=100, completion_tokens=7)
-        # The first composition comes back empty: that report falls back to the LLM-free text.
-        n_compose = sum("Report 1:" not in t for t in self.prompts)
-        return ChatResponse(text="" if n_compose == 1 else "There is a small left pleural effusion. No pneumothorax.",
-                            prompt_tokens=50, completion_tokens=9)
+        # The first report asked about always comes back empty (retries included): it falls back
+        # to the LLM-free text.
+        compose = [t for t in self.prompts if "Report 1:" not in t]
+        empty = text == compose[0]
+        return ChatResponse(text="" if empty else "There is a small left pleural effusion. No pneumothorax.",
+                            prompt_tokens=50, completion_tokens=0 if empty else 9)
 
 
 def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache, monkeypatch):
@@ -146,7 +148,11 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
     assert len(llm_made) == 9 and sum(p["provenance"]["fallback"] for p in preds) == 1
     assert all(p["prediction"] == "There is a small left pleural effusion. No pneumothorax." for p in llm_made)
     compose_prompts = [t for t in backend.prompts if "Report 1:" not in t]
-    assert len(compose_prompts) == 10 and all("<indication>" in t for t in compose_prompts)
+    # Ten reports; the one whose replies are empty was asked once more per retry (an empty
+    # completion is a failed attempt, never an answer).
+    assert len(set(compose_prompts)) == 10 and all("<indication>" in t for t in compose_prompts)
+    retried = len(compose_prompts) - 10
+    assert retried >= 1 and compose_prompts.count(compose_prompts[0]) == retried + 1
     assert all("(importance 1.00) A small left pleural effusion." in t for t in compose_prompts)
 
     # The manifest splits the one client's usage into labelling and composition.
@@ -157,7 +163,8 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
     assert label["features_asked"] == n_label == counts["meta"]["counts"]["labelled"]
     assert (label["calls"], label["prompt_tokens"], label["completion_tokens"]) == (n_label, 100 * n_label, 7 * n_label)
     assert (compose["reports"], compose["fallbacks"], compose["calls"], compose["prompt_tokens"],
-            compose["completion_tokens"]) == (10, 1, 10, 500, 90)
+            compose["completion_tokens"]) == (10, 1, 10 + retried, 50 * (10 + retried), 9 * 9)
+    assert (compose["retries"], compose["failures"], compose["errors"]) == (retried, 1, {"empty": retried + 1})
     assert llm["usage"]["calls"] == label["calls"] + compose["calls"]
 
 
