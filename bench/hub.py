@@ -66,5 +66,5 @@ def require_hub_file(repo: str, filename: str, cache_dir: Path | None, what: str
     if found is None:
         where = "offline" if offline() else "the download failed"
         raise MetricUnavailable(f"{what} {filename} not found in the HF cache and {where}",
-                                f"download with `huggingface-cli download {repo} {filename}` or set {env_var}")
+                                f"download with `hf download {repo} {filename}` or set {env_var}")
     return found

@@ -208,7 +208,7 @@ def test_missing_weights_are_reported_with_remedy(tmp_path, monkeypatch):
     with pytest.raises(MetricUnavailable):
         metric.per_sample(["No effusion."], ["Effusion."])
     assert "chexbert.pth not found in the HF cache and offline" in exc.value.reason
-    assert "huggingface-cli download StanfordAIMI/RRG_scorers chexbert.pth" in exc.value.remedy
+    assert "hf download StanfordAIMI/RRG_scorers chexbert.pth" in exc.value.remedy
     assert "SAERAD_CHEXBERT_PATH" in exc.value.remedy
     monkeypatch.setenv("SAERAD_CHEXBERT_PATH", str(tmp_path / "nope.pth"))
     with pytest.raises(MetricUnavailable, match="nope.pth"):

@@ -111,7 +111,7 @@ def test_unknown_hub_id_offline_names_model_and_remedies(monkeypatch, tmp_path):
         load_encoder("no-such-owner/no-such-encoder", device="cpu")
     msg = str(err.value)
     for needle in ("no-such-owner/no-such-encoder", str(tmp_path / "hub"), "HF_HUB_OFFLINE",
-                   "--encoder PATH", "huggingface-cli download no-such-owner/no-such-encoder",
+                   "--encoder PATH", "hf download no-such-owner/no-such-encoder",
                    "HF_TOKEN"):
         assert needle in msg, needle
 

@@ -329,7 +329,7 @@ def test_unavailable_when_weights_are_missing(fake_env):
         metric.check()
     assert time.perf_counter() - t0 < 10  # no hub retries offline
     assert "radgraph-xl.tar.gz" in err.value.reason and "offline" in err.value.reason
-    assert "huggingface-cli download StanfordAIMI/RRG_scorers radgraph-xl.tar.gz" in err.value.remedy
+    assert "hf download StanfordAIMI/RRG_scorers radgraph-xl.tar.gz" in err.value.remedy
     assert "SAERAD_RADGRAPH_MODEL" in err.value.remedy
 
 

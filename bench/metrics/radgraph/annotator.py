@@ -217,7 +217,7 @@ def check_encoder(name: str | None, hf_cache_dir: Path | None = None) -> None:
     if offline() or not hub_reachable():
         raise MetricUnavailable(f"RadGraph's encoder {name} is not in the Hugging Face cache and the hub is "
                                 "not reachable",
-                                f"download it with `huggingface-cli download {name}` where the hub is reachable")
+                                f"download it with `hf download {name}` where the hub is reachable")
 
 
 # -- the annotator --------------------------------------------------------------------
