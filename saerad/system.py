@@ -137,6 +137,9 @@ class SaeRadSystem(System):
     def __init__(self, options: SaeRadOptions | None = None):
         super().__init__(options)
         self.opts: SaeRadOptions = self.options  # type: ignore[assignment]
+        from bench.devices import check_device
+
+        check_device(self.opts.device)  # a GPU that is not there is the user's error, said now
         self.sae: Any = None
         self.sae_dir: Path | None = None
         self.sae_id: str = ""

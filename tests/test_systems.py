@@ -147,3 +147,18 @@ def test_external_malformed_output(tmp_path):
     system = ext(f"{sys.executable} {script}")
     with pytest.raises(BenchError, match="has no text"):
         list(system.generate([sample(1, "a", root=tmp_path).query()], FakeCtx(tmp_path, {})))
+
+
+def test_a_device_that_is_not_here_is_a_one_line_error():
+    import torch
+
+    from bench.devices import check_device
+
+    assert check_device("cpu") == "cpu"
+    with pytest.raises(BenchError, match="not a device name"):
+        check_device("gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(BenchError, match="cuda.*asked for, but .*use --device cpu"):
+            check_device("cuda")
+        with pytest.raises(BenchError, match="cuda"):
+            get_system("saerad", {"device": "cuda"})

@@ -102,6 +102,10 @@ def generate(
         raise BenchError(f"--opt for system(s) not in this run: {', '.join(stray)}")
     names = labels(label, systems)
     built = [get_system(name, options.get(name)) for name in systems]  # every option checked first
+    if device is not None:
+        from bench.devices import check_device
+
+        check_device(device)
     data = _data(data_root, reports, split, unit, limit, cache_dir, encoder, device)
     ctx, ds = open_context(data)
     for name, sys_ in zip(systems, built):

@@ -115,7 +115,9 @@ def load_encoder(
     """
     name = str(model)
     path = _resolve_model_dir(model, revision)
-    dev = torch.device(device) if device is not None else _default_device()
+    from bench.devices import check_device
+
+    dev = torch.device(check_device(str(device)) if device is not None else _default_device())
     compute = _resolve_dtype(dtype, dev)
 
     try:

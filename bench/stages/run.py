@@ -57,6 +57,10 @@ def run(req: RunRequest) -> tuple[Path, list[Path]]:
         if name not in known:
             raise UnknownNameError("system", name, known)
         systems.append(get_system(name, req.system_options.get(name)))
+    if req.data.device is not None:
+        from bench.devices import check_device
+
+        check_device(req.data.device)
     prepared = prepare_metrics(req.metrics, req.metric_options, req.data.cache())
     base_ctx, ds = open_context(req.data)
     parent = Path(req.out) if req.out else default_parent(ds)
