@@ -150,7 +150,8 @@ def score(
     inp = score_input(records, predictions,
                       _data(data_root, reports, split, unit, limit, cache_dir) if explicit or
                       not all(r.reference is not None for r in records) else None)
-    result = score_fn(inp.ids, inp.references, inp.predictions, prepared, bootstrap, seed, inp.study_ids)
+    result = score_fn(inp.ids, inp.references, inp.predictions, prepared, bootstrap, seed, inp.study_ids,
+                      data=inp.dataset if "root" in inp.dataset else None)
     if out:
         agg = write_scores(out, label or predictions.stem, "predictions file", inp, result,
                            {"predictions": str(predictions.resolve())})

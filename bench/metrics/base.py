@@ -74,6 +74,14 @@ class Metric(ABC):
     def check(self) -> None:
         """Raise MetricUnavailable if this metric cannot run here (weights, java, endpoint)."""
 
+    def per_sample_for(self, ids: Sequence[str], references: Sequence[str], predictions: Sequence[str],
+                       data: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """What the scorer calls: `per_sample`, with the sample ids and the data they come from
+        ({"root", "name", "fingerprint", "split", "unit"}; None for a file with its own references).
+        Metrics that score against something besides the reference text (a dataset's ground-truth
+        labels) override this; they raise MetricUnavailable where that something is missing."""
+        return self.per_sample(references, predictions)
+
     @abstractmethod
     def per_sample(self, references: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
         """One row per sample, in input order; columns prefixed with `self.name`."""

@@ -88,9 +88,10 @@ def score(ids: Sequence[str], references: Sequence[str], predictions: Sequence[s
           metrics: Sequence[str | Metric | PreparedMetric] = DEFAULT_METRICS, n_bootstrap: int = 1000,
           seed: int = 0, study_ids: Sequence[str] | None = None,
           metric_options: dict[str, dict[str, Any]] | None = None,
-          cache_root: Path | None = None) -> ScoreResult:
+          cache_root: Path | None = None, data: dict[str, Any] | None = None) -> ScoreResult:
     """Score aligned lists. `study_ids` (one per sample) makes the bootstrap resample studies;
-    without them every sample is its own study."""
+    without them every sample is its own study. `data` describes the dataset the samples come
+    from (root, name, fingerprint, split, unit), for metrics that read more than the references."""
     if not (len(ids) == len(references) == len(predictions)):
         raise ValueError("ids, references and predictions must have the same length")
     if len(set(ids)) != len(ids):
@@ -108,7 +109,8 @@ def score(ids: Sequence[str], references: Sequence[str], predictions: Sequence[s
         log.warning("%d empty predictions (scored as written: they earn no credit)", len(result.empty_predictions))
     for pm in prepared:
         t0 = time.perf_counter()
-        entry = _score_one(pm, list(references), list(predictions), clusters, n_bootstrap, seed, boot)
+        entry = _score_one(pm, list(ids), list(references), list(predictions), clusters, n_bootstrap, seed, boot,
+                           data)
         result.timings[f"{pm.name}_s"] = time.perf_counter() - t0
         if "rows" in entry:
             per = entry.pop("rows")
@@ -152,13 +154,14 @@ def _config(metric: Metric) -> dict[str, Any]:
         return {"name": metric.name, "config_error": f"{type(exc).__name__}: {exc}"}
 
 
-def _score_one(pm: PreparedMetric, references: list[str], predictions: list[str], clusters: list[str],
-               n_bootstrap: int, seed: int, boot: dict[str, Any]) -> dict[str, Any]:
+def _score_one(pm: PreparedMetric, ids: list[str], references: list[str], predictions: list[str],
+               clusters: list[str], n_bootstrap: int, seed: int, boot: dict[str, Any],
+               data: dict[str, Any] | None) -> dict[str, Any]:
     if pm.unavailable is not None:
         return _unavailable(pm, pm.unavailable)
     metric = pm.metric
     try:
-        per = metric.per_sample(references, predictions)
+        per = metric.per_sample_for(ids, references, predictions, data)
     except MetricUnavailable as exc:  # e.g. discovered only when loading weights
         log.warning("metric %s unavailable: %s", pm.name, exc)
         return _unavailable(pm, exc)
@@ -248,7 +251,7 @@ def join_references(records: list[PredictionRecord], dataset) -> ScoringInput:
                         [s.findings for s in samples], [s.study_id for s in samples],
                         f"dataset {dataset.name} ({dataset.root}), {dataset.split} split",
                         {"name": dataset.name, "fingerprint": dataset.fingerprint, "split": dataset.split,
-                         "unit": dataset.unit})
+                         "unit": dataset.unit, "root": str(dataset.root)})
 
 
 def references_from_file(records: list[PredictionRecord], path: Path) -> ScoringInput:
@@ -351,6 +354,7 @@ def score_run(run_dir: Path, metrics: Sequence[PreparedMetric], n_bootstrap: int
     with run_lock(run_dir):
         records = read_predictions(run_dir / PREDICTIONS, torn_tail="drop")
         inp = join_references(records, ds)
-        result = score(inp.ids, inp.references, inp.predictions, metrics, n_bootstrap, seed, inp.study_ids)
+        result = score(inp.ids, inp.references, inp.predictions, metrics, n_bootstrap, seed, inp.study_ids,
+                       data=inp.dataset)
         result.fallbacks = fallback_count(records)
         return write_scores(run_dir, ident["label"], ident["system"], inp, result)
