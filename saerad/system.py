@@ -85,6 +85,10 @@ class SaeRadOptions(OptionsModel):
     device: str = "cpu"
     chunk_size: int = Field(1024, ge=1)
     config: str | None = None
+    # Per-feature thresholds learned on the training split (saerad/calibration.py): a label is
+    # used only where its feature fires strongly enough for the label to be right at least
+    # `min_precision` of the time on training images. 0 turns calibration off.
+    min_precision: float = Field(0.0, ge=0, le=1)
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -148,6 +152,7 @@ class SaeRadSystem(System):
         self.labels: dict[int, Any] = {}
         self.label_counts: dict[str, int] = {}
         self.train_info: dict[str, Any] = {}
+        self.thresholds: dict[int, Any] = {}  # feature -> calibration.Threshold (empty: off)
         self._client: Any = None
         # LLM usage of each stage (label, compose): one client serves both, so the stage
         # figures are differences of its cumulative counters.
@@ -288,7 +293,31 @@ class SaeRadSystem(System):
             raise BenchError(f"saerad: {exc}") from exc
         index = self._get_index(ctx, tokens, train.samples, data_key)
         self._get_labels(ctx, index, train.samples)
+        self._calibrate(tokens, train.samples)
         ctx.used["saerad"] = self.config()
+
+    def _calibrate(self, tokens: np.ndarray, samples: Sequence[Sample]) -> None:
+        self.thresholds = {}
+        if self.opts.min_precision <= 0:
+            return
+        from saerad.calibration import learn_thresholds
+
+        acts = self._activations(tokens)
+        labels = {fid: r.label for fid, r in self.labels.items() if r.status == "labelled" and r.label}
+        self.thresholds = learn_thresholds(acts, [s.findings for s in samples], labels, self.opts.min_precision)
+        usable = sum(np.isfinite(t.activation) for t in self.thresholds.values())
+        log.info("saerad: calibrated %d labels asserting findings on the training split: %d usable above a "
+                 "threshold (precision >= %.2f), %d never reliable", len(self.thresholds), usable,
+                 self.opts.min_precision, len(self.thresholds) - usable)
+
+    @torch.no_grad()
+    def _activations(self, tokens: np.ndarray) -> np.ndarray:
+        parts = []
+        for start in range(0, len(tokens), self.opts.chunk_size):
+            z = torch.as_tensor(np.asarray(tokens[start:start + self.opts.chunk_size], dtype=np.float32),
+                                device=self.opts.device)
+            parts.append(self.sae.feature_activations(z).cpu().numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     # -- inference ----------------------------------------------------------------------
     @torch.no_grad()
@@ -311,6 +340,9 @@ class SaeRadSystem(System):
                 for i in ids:
                     rec = self.labels.get(int(i))
                     desc = rec.label if rec is not None and rec.status == "labelled" and rec.label else None
+                    limit = self.thresholds.get(int(i))
+                    if limit is not None and row[i] < limit.activation:
+                        desc = None  # the label is not reliable at this strength: not asserted
                     feats.append(ActiveFeature(int(i), float(row[i]), float(row[i]) / top, desc))
                 out.append(feats)
         return out
@@ -358,4 +390,6 @@ class SaeRadSystem(System):
         return {**super().config(), "sae_dir": str(self.sae_dir) if self.sae_dir else None,
                 "sae_fingerprint": self.sae_id, "train": self.train_info,
                 "index_dir": str(self.index_dir) if self.index_dir else None,
-                "labels": str(self.labels_path) if self.labels_path else None, "label_counts": self.label_counts}
+                "labels": str(self.labels_path) if self.labels_path else None, "label_counts": self.label_counts,
+                "calibration": {"min_precision": self.opts.min_precision, "labels_asserting": len(self.thresholds),
+                                "usable": int(sum(np.isfinite(t.activation) for t in self.thresholds.values()))}}
