@@ -15,6 +15,7 @@ from PIL import Image
 
 from bench.data.export import export_jsonl
 from bench.data.mimic import (
+    full_report,
     REASON_IMAGE_BAD,
     REASON_IMAGE_MISSING,
     REASON_NO_REFERENCE,
@@ -203,11 +204,50 @@ def test_priors_most_recent_first_with_days_between_studies(root: Path):
     # 2180-01-11 20:00:00.5 -> 2180-01-15 06:30:00 is 3 days 10:29:59.5;
     # 2180-01-01 08:00:00 -> 2180-01-15 06:30:00 is 13 days 22:30:00.
     assert s.priors == (
-        Prior("50000002", "Small right effusion.", pytest.approx(3 + 37799.5 / 86400)),
-        Prior("50000001", "Lungs are clear.", pytest.approx(13 + 81000 / 86400)),
+        Prior("50000002", "Small right effusion.", pytest.approx(3 + 37799.5 / 86400),
+              report="IMPRESSION: Small right effusion."),
+        Prior("50000001", "Lungs are clear.", pytest.approx(13 + 81000 / 86400),
+              report="INDICATION: Fever.\nFINDINGS: Lungs are clear.\nIMPRESSION: Normal."),
     )
     assert load_split(root, "test", n_priors=1).samples[0].priors == s.priors[:1]
     assert load_split(root, "test", n_priors=0).samples[0].priors == ()
+
+
+def test_priors_keep_the_whole_report(tmp_path: Path):
+    # Every section of a prior (wet read, indication, comparison, findings, impression) reaches
+    # the composer, one section per line; banners and the source's line wrapping do not.
+    images = [
+        ("f1", "10000005", "70000001", "train", "PA", "21900101", "0"),
+        ("f2", "10000005", "70000002", "test", "PA", "21900103", "120000"),
+    ]
+    reports = {
+        "70000001": """ WET READ: ___ ___ 3:41 PM
+  Effusion.
+                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ 
+ INDICATION:  Cough, evaluate for
+  pneumonia.
+ 
+ COMPARISON:  None.
+ 
+ FINDINGS:  Small left effusion.  No pneumothorax.
+ 
+ IMPRESSION:  Small left effusion.
+""",
+        "70000002": " FINDINGS:  Now.\n",
+    }
+    root = make_mimic(tmp_path / "jpg", images=images, reports=reports)
+    (prior,) = load_split(root, "test").samples[0].priors
+    assert prior.text == "Small left effusion. No pneumothorax."  # the extracted findings, as before
+    assert prior.days_before == pytest.approx(2.5)
+    assert prior.report == ("WET READ: ___ ___ 3:41 PM Effusion.\n"
+                            "EXAMINATION: CHEST (PA AND LAT)\n"
+                            "INDICATION: Cough, evaluate for pneumonia.\n"
+                            "COMPARISON: None.\n"
+                            "FINDINGS: Small left effusion. No pneumothorax.\n"
+                            "IMPRESSION: Small left effusion.")
+    assert full_report("FINAL REPORT\r\n FINDINGS:  a\r\n b\r\n\r\n IMPRESSION: c\r\n") == "FINDINGS: a b\nIMPRESSION: c"
 
 
 def test_priors_never_come_from_later_studies(root: Path):
@@ -237,7 +277,7 @@ def test_priors_without_usable_text_are_passed_over(tmp_path: Path):
     e4 = load_split(root, "test").samples[0]
     assert e4.id == "e4"
     # 2190 is not a leap year: 1 January to 1 April is 31 + 28 + 31 = 90 days.
-    assert e4.priors == (Prior("60000001", "Old.", 90.0),)
+    assert e4.priors == (Prior("60000001", "Old.", 90.0, report="FINDINGS: Old."),)
 
 
 def test_study_datetimes_restores_leading_zeros():
@@ -425,6 +465,7 @@ def test_export_jsonl(root: Path, tmp_path: Path):
         "study_id": "50000002",
         "text": "Small right effusion.",
         "days_before": pytest.approx(3 + 37799.5 / 86400),
+        "report": "IMPRESSION: Small right effusion.",
     }
     assert not list(out.parent.glob("*.partial"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.data.records import Prior, Sample
 from bench.llm.base import ChatRequest, ChatResponse, LLMBackend
 from bench.llm.client import LLMClient
-from saerad.compose.llm import LLMComposer, attribute, describe_interval
+from saerad.compose.llm import LLMComposer, attribute, describe_interval, feature_sentence, features_block
 from saerad.compose.llm_free import ActiveFeature, compose_llm_free
 from saerad.features.statements import Topic, is_normal, topics
 
@@ -102,7 +102,8 @@ def test_llm_composer_flags_control_indication_and_priors():
         backend = Echo()
         comp = LLMComposer(LLMClient(backend), indication=ind, priors=pri).compose_many([(_sample(), feats)])[0]
         prompt = backend.prompts[0]
-        assert "1. (importance 1.00) Small left pleural effusion.\n2. (importance 0.50) No pneumothorax." in prompt
+        assert ("1. (importance 1.00) This feature represents small left pleural effusion.\n"
+                "2. (importance 0.50) This feature represents no pneumothorax.") in prompt
         assert ("Shortness of breath." in prompt) == ind
         assert ("Recent report." in prompt) == pri and "Fourth." not in prompt  # at most three priors
         assert "{" not in prompt  # every placeholder filled
@@ -123,3 +124,37 @@ def test_interval_and_attribution_helpers():
     assert describe_interval(0.5) == "0 days and 12 hours"
     assert attribute("There is a small left effusion.", [F(1, 1, "Small left pleural effusion."),
                                                        F(2, 1, "Mild cardiomegaly.")]) == [1]
+
+
+def test_prior_reports_are_shown_whole_with_their_age():
+    # The reader keeps the whole report (every section, one per line); the composer shows it
+    # all, as the paper's composition prompt does, and falls back to the extracted text.
+    whole = "EXAMINATION: Chest PA and lateral.\nINDICATION: Cough.\nCOMPARISON: None.\nFINDINGS: Lungs   are clear.\nIMPRESSION: Normal."
+    sample = Sample(id="d1", dicom_id="d1", study_id="s1", subject_id="p1", split="test", view="PA",
+                    image_path=Path("/x.jpg"), findings="ref",
+                    priors=(Prior("s0", "Lungs are clear.", 2.6875, report=whole), Prior("s-1", "Old effusion.", 30.0)))
+    backend = Echo()
+    LLMComposer(LLMClient(backend), priors=True).compose_many([(sample, [F(1, 1.0, "Left pacemaker.")])])
+    prompt = backend.prompts[0]
+    assert ('<prior_report number="1" written="2 days and 16 hours before the current radiograph">\n'
+            "EXAMINATION: Chest PA and lateral.\nINDICATION: Cough.\nCOMPARISON: None.\n"
+            "FINDINGS: Lungs are clear.\nIMPRESSION: Normal.\n</prior_report>") in prompt
+    assert ('<prior_report number="2" written="30 days and 0 hours before the current radiograph">\n'
+            "Old effusion.\n</prior_report>") in prompt
+
+
+def test_importance_is_normalised_over_the_features_shown():
+    # The strongest active feature (activation 8) has no description and is not shown: the
+    # shown scores are activation / the largest shown activation, so the top one is 1.0.
+    feats = [ActiveFeature(7, 8.0, 1.0, None), ActiveFeature(1, 4.0, 0.5, "Small left pleural effusion."),
+             ActiveFeature(2, 1.0, 0.125, "No pneumothorax."), ActiveFeature(3, 2.0, 0.25, "Left pacemaker.")]
+    assert features_block(feats) == ("1. (importance 1.00) This feature represents small left pleural effusion.\n"
+                                     "2. (importance 0.50) This feature represents left pacemaker.\n"
+                                     "3. (importance 0.25) This feature represents no pneumothorax.")
+    assert features_block([ActiveFeature(7, 8.0, 1.0, None)]) == ""
+
+
+def test_descriptions_take_the_papers_form():
+    assert feature_sentence("A small left pleural effusion.") == "This feature represents a small left pleural effusion."
+    assert feature_sentence("AP view with an NG tube.") == "This feature represents AP view with an NG tube."
+    assert feature_sentence("This feature represents  cardiomegaly.") == "This feature represents cardiomegaly."

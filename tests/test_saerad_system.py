@@ -153,7 +153,7 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
     assert len(set(compose_prompts)) == 10 and all("<indication>" in t for t in compose_prompts)
     retried = len(compose_prompts) - 10
     assert retried >= 1 and compose_prompts.count(compose_prompts[0]) == retried + 1
-    assert all("(importance 1.00) A small left pleural effusion." in t for t in compose_prompts)
+    assert all("(importance 1.00) This feature represents a small left pleural effusion." in t for t in compose_prompts)
 
     # The manifest splits the one client's usage into labelling and composition.
     llm = _manifest(out)["llm"]["saerad"]

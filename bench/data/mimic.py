@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from bench.data.records import Dataset, Prior, Sample, Skipped
-from bench.data.sections import indication_from_sections, parse_sections, reference_from_sections
+from bench.data.sections import _HEADING as SECTION_HEADING
+from bench.data.sections import clean_text, indication_from_sections, parse_sections, reference_from_sections
 from bench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -410,18 +411,43 @@ class _History:
         return [(ids[i], times[i]) for i in range(k - 1, -1, -1)]
 
 
+def full_report(text: str) -> str:
+    """A report's whole text, every section kept, one line per section heading or paragraph:
+    the line wrapping of the source files is layout, not content, and banner lines ("FINAL
+    REPORT") say nothing about the patient. Headings are found as the section parser finds
+    them, so what is a section here is a section there."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    cuts = [0] + [m.start() for m in SECTION_HEADING.finditer(text)] + [len(text)]
+    chunks = [text[a:b] for a, b in zip(cuts, cuts[1:])]
+    paragraphs = [p for c in chunks for p in re.split(r"\n[ \t]*\n", c)]
+    return "\n".join(p for p in (clean_text(p) for p in paragraphs) if p)
+
+
+def _full_report(subject_id: str, study_id: str, reports: ReportCache, full_texts: dict[str, str]) -> str:
+    # ReportCache keeps only the parsed sections; a prior's whole text is read once more,
+    # and kept, since one report is a prior of up to `n_priors` later studies.
+    if study_id not in full_texts:
+        raw = reports.source.read(subject_id, study_id)
+        # A non-UTF-8 report was already reported as repaired when it was parsed.
+        full_texts[study_id] = full_report(decode_report(raw)[0]) if raw is not None else ""
+    return full_texts[study_id]
+
+
 def _priors(
-    subject_id: str, when: int | None, history: _History, reports: ReportCache, n_priors: int
+    subject_id: str, when: int | None, history: _History, reports: ReportCache, n_priors: int,
+    full_texts: dict[str, str] | None = None,
 ) -> tuple[Prior, ...]:
     out: list[Prior] = []
     if n_priors <= 0:
         return ()
+    full_texts = {} if full_texts is None else full_texts
     for study_id, then in history.before(subject_id, when):
         parsed = reports.get(subject_id, study_id)
         if parsed is None or not parsed.reference:
             continue  # a prior without usable text tells the model nothing; take the next one
         assert when is not None
-        out.append(Prior(study_id=study_id, text=parsed.reference, days_before=(when - then) / _NS_PER_DAY))
+        out.append(Prior(study_id=study_id, text=parsed.reference, days_before=(when - then) / _NS_PER_DAY,
+                         report=_full_report(subject_id, study_id, reports, full_texts)))
         if len(out) == n_priors:
             break
     return tuple(out)
@@ -501,6 +527,7 @@ def load_split(
     # Plain lists: iterating pandas groups row by row is ~50x slower at MIMIC scale.
     subjects, studies = rows["subject_id"].tolist(), rows["study_id"].tolist()
     dicoms, view_names, times = rows["dicom_id"].tolist(), rows["ViewPosition"].tolist(), _nanoseconds(rows["when"])
+    prior_texts: dict[str, str] = {}  # study_id -> whole report, for the priors (read once each)
     try:
         for (subject_id, study_id), group in groupby(range(len(rows)), key=lambda i: (subjects[i], studies[i])):
             if limit is not None and len(samples) >= limit:
@@ -530,7 +557,7 @@ def load_split(
                 else:
                     size = _file_size(path)
                 if priors is None:
-                    priors = _priors(subject_id, times[i], history, cache, n_priors)
+                    priors = _priors(subject_id, times[i], history, cache, n_priors, prior_texts)
                 sample = Sample(
                     id=study_id if unit == "study" else dicoms[i],
                     dicom_id=dicoms[i],

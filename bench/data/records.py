@@ -20,6 +20,10 @@ class Prior:
     study_id: str
     text: str  # findings of the prior (impression as fallback), as the reader extracted them
     days_before: float  # time between the prior study and the current one, in days
+    # The whole report (every section, one per line) as the composer shows it: the paper's
+    # composition prompt (App. B.5) gives past reports in full, indication and comparison
+    # included. Empty when the reader had only the extracted text; `text` is used then.
+    report: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,20 @@
 """LLM report composition (paper §4.2 Eq. 11, App. B.5; docs/method.md, Report composition).
 
-The LLM receives the descriptions of the image's active features with their importance
-scores (activations normalised to [0, 1]), and, behind flags (the paper's Table 2
-ablations), the indication and up to three prior reports of the patient with how long
-before the current scan each was written (never dates). It writes one paragraph of findings.
+The LLM receives the descriptions of the image's active features, each in the paper's
+"This feature represents ..." form, with importance scores, and, behind flags (the paper's
+Table 1 setting uses both; Table 2 ablates them), the indication and up to three prior
+reports of the patient, each whole (every section) with how long before the current scan it
+was written (never dates). It writes one paragraph of findings.
+
+Importance scores (App. B.5: "Each feature is associated to an importance score in
+accordance to the magnitude of the SAE dimension of provenance — the higher the magnitude,
+the higher the importance score. The scores were normalised to the interval between 0 and
+1."): the paper does not say how. Here each shown feature's activation is divided by the
+largest activation among the features shown, so the strongest shown feature scores 1.0 as
+in the paper's example. Min-max scaling would give the weakest shown feature 0, telling the
+model that a feature present in the image does not matter. The `score` that the system
+stores (activation / the image's largest activation) differs only when the image's strongest
+features have no description and are therefore not shown.
 
 The prompt is a text file with three placeholders, each replaced by a whole block or by
 nothing: `{history}` (prior reports), `{indication}`, `{features}` (required).
@@ -19,7 +30,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.data.records import Sample
+from bench.data.records import Prior, Sample
 from bench.errors import BenchError
 from saerad.compose.llm_free import ActiveFeature, Composition, compose_llm_free, content_words
 from saerad.features.label import load_prompt
@@ -43,15 +54,24 @@ def describe_interval(days: float) -> str:
     return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+def prior_report_text(prior: Prior) -> str:
+    """The prior as the composer shows it: the whole report when the reader kept it, one
+    section per line; else the extracted findings, whitespace collapsed."""
+    if prior.report.strip():
+        return "\n".join(" ".join(line.split()) for line in prior.report.splitlines() if line.strip())
+    return " ".join(prior.text.split())
+
+
 def history_block(sample: Sample, max_priors: int = 3) -> str:
     # Most recent first: the closest prior is the most informative comparison.
     priors = sorted(sample.priors, key=lambda p: p.days_before)[:max_priors]
     if not priors:
         return ""
-    lines = ["", "Earlier reports of the same patient (most recent first):", "<patient_history>"]
+    lines = ["", "Earlier reports of the same patient, most recent first. They may hold information "
+             "related to what the current radiograph shows:", "<patient_history>"]
     for i, p in enumerate(priors, 1):
         lines += [f"<prior_report number=\"{i}\" written=\"{describe_interval(p.days_before)} before the "
-                  "current radiograph\">", " ".join(p.text.split()), "</prior_report>"]
+                  "current radiograph\">", prior_report_text(p), "</prior_report>"]
     lines.append("</patient_history>")
     return "\n".join(lines) + "\n"
 
@@ -63,9 +83,39 @@ def indication_block(sample: Sample) -> str:
     return f"\nThe reason the radiograph was requested:\n<indication>\n{text}\n</indication>\n"
 
 
+_PREFIX = "this feature represents"
+
+
+def feature_sentence(description: str) -> str:
+    """A description in the paper's form, "This feature represents <description>" (App. B.4
+    answer line, App. B.5 feature blocks). Labels are stored without the prefix because the
+    LLM-free composer uses them as report sentences; here it is put back."""
+    text = " ".join(description.split())
+    if text.lower().startswith(_PREFIX):
+        return "This feature represents" + text[len(_PREFIX):]
+    # Lower-case the first letter of an ordinary word only: "AP view", "NG tube" stay as written.
+    first = text.split(" ", 1)[0]
+    if len(first) > 1 and first[1:].islower() or len(first) == 1 and first != "I":
+        text = text[0].lower() + text[1:]
+    return f"This feature represents {text}"
+
+
+def shown_scores(features: Sequence[ActiveFeature]) -> list[float]:
+    """Importance in [0, 1] over the features shown: activation / the largest shown activation."""
+    top = max((f.activation for f in features), default=0.0)
+    if top <= 0:
+        # No usable activations (a negative threshold, or features built by hand): keep the
+        # scores given, clipped to the interval.
+        return [min(max(f.score, 0.0), 1.0) for f in features]
+    return [max(f.activation, 0.0) / top for f in features]
+
+
 def features_block(features: Sequence[ActiveFeature]) -> str:
-    ranked = sorted((f for f in features if f.description), key=lambda f: (-f.score, f.id))
-    return "\n".join(f"{i}. (importance {f.score:.2f}) {f.description}" for i, f in enumerate(ranked, 1))
+    # Only described features are shown, and the scores are normalised over exactly those.
+    shown = [f for f in features if f.description]
+    ranked = sorted(zip(shown_scores(shown), shown), key=lambda sf: (-sf[0], sf[1].id))
+    return "\n".join(f"{i}. (importance {score:.2f}) {feature_sentence(f.description or '')}"
+                     for i, (score, f) in enumerate(ranked, 1))
 
 
 def attribute(sentence: str, features: Sequence[ActiveFeature], min_overlap: float = 0.5) -> list[int]:
