@@ -121,6 +121,10 @@ def train(
     ids: Optional[Path] = typer.Option(None, "--ids", help="file of dicom_ids (one per line) selecting rows of a token cache"),
     resume: bool = typer.Option(False, "--resume", help="continue the run saved in --out (its saved config is the base)"),
     eval_tokens: int = typer.Option(65536, "--eval-tokens", help="training tokens for the final metrics and density plot (0: skip)"),
+    target_l0: Optional[float] = typer.Option(None, "--target-l0", help="find lambda giving this mean L0 (active features per token) before training; --l1 is then the search's start"),
+    target_l0_tolerance: Optional[float] = typer.Option(None, "--target-l0-tolerance", help="relative tolerance on the L0 (default 0.15)"),
+    target_l0_trials: Optional[int] = typer.Option(None, "--target-l0-trials", help="budget of calibration trials (default 12)"),
+    target_l0_steps: Optional[int] = typer.Option(None, "--target-l0-steps", help="steps per calibration trial (default: the whole run)"),
 ) -> None:
     """Train an SAE with the SAE-Rad recipe; writes weights, config, metrics and plots to --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -139,7 +143,9 @@ def train(
         values.update(_read_config_file(config))
     given = {"arch": arch, "expansion": expansion, "d_sae": d_sae, "l1_coeff": l1,
              "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
-             "fast": fast, "log_every": log_every, "checkpoint_every": checkpoint_every}
+             "fast": fast, "log_every": log_every, "checkpoint_every": checkpoint_every,
+             "target_l0": target_l0, "target_l0_tolerance": target_l0_tolerance,
+             "target_l0_trials": target_l0_trials, "target_l0_steps": target_l0_steps}
     values.update({k: v for k, v in given.items() if v is not None})
     if sae_option:
         values["sae_options"] = {**values.get("sae_options", {}), **_parse_options(sae_option)}
@@ -147,6 +153,11 @@ def train(
     id_list = read_ids_file(ids) if ids is not None else None
     token_array = load_tokens(tokens, id_list)
     trainer = Trainer(cfg, token_array, out, resume=resume)
+    cfg = trainer.config  # with --target-l0, it carries the lambda found
+    if trainer.calibration is not None and trainer.step == 0:
+        cal = trainer.calibration
+        typer.echo(f"target L0 {cal.target:g}: lambda {cal.l1_coeff:.4g} (L0 {cal.l0:.3g}) after "
+                   f"{len(cal.trials)} trials of {cal.trial_steps} steps, {cal.seconds:.1f} s")
 
     columns = (TextColumn("[bold]SAE[/]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeRemainingColumn())
@@ -171,6 +182,9 @@ def train(
         plot_feature_density(report.feature_frequency, out / "feature_density.png",
                              title=f"{sae.arch}, {report.n_tokens} training tokens")
         typer.echo(_format_report(report.to_dict()))
+    if trainer.calibration is not None and trainer.calibration.final_l0 is not None:
+        typer.echo(f"final L0 {trainer.calibration.final_l0:.3g} (target {trainer.calibration.target:g}, "
+                   f"lambda {trainer.calibration.l1_coeff:.4g})")
     typer.echo(f"saved {sae.arch} SAE ({sae.d_in} -> {sae.d_sae}) to {out}")
 
 

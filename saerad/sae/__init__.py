@@ -15,16 +15,17 @@ what is wrong and how to fix it.
 from saerad.sae.base import (ARCHITECTURES, SAEConfig, SparseAutoencoder, architecture_names,
                              build_config, create_sae, get_architecture)
 from saerad.sae.checkpoint import load_sae, save_sae
-from saerad.sae.errors import SAEDataError, SAEError, UnknownArchitectureError
+from saerad.sae.errors import SAEDataError, SAEError, TargetL0Error, UnknownArchitectureError
 from saerad.sae.metrics import SAEEvalReport, evaluate_sae, explained_variance
 from saerad.sae.scaling import estimate_scale
 from saerad.sae.tokens import iter_token_batches, load_token_array
+from saerad.sae.target_l0 import L0Calibration, find_l1_for_target_l0
 from saerad.sae.trainer import TrainConfig, Trainer, l1_at, lr_at, train_sae
 
 __all__ = [
-    "ARCHITECTURES", "SAEConfig", "SAEDataError", "SAEError", "SAEEvalReport", "SparseAutoencoder",
-    "TrainConfig", "Trainer", "UnknownArchitectureError",
+    "ARCHITECTURES", "L0Calibration", "SAEConfig", "SAEDataError", "SAEError", "SAEEvalReport",
+    "SparseAutoencoder", "TargetL0Error", "TrainConfig", "Trainer", "UnknownArchitectureError",
     "architecture_names", "build_config", "create_sae", "estimate_scale", "evaluate_sae",
-    "explained_variance", "get_architecture", "iter_token_batches", "l1_at", "load_sae",
+    "explained_variance", "find_l1_for_target_l0", "get_architecture", "iter_token_batches", "l1_at", "load_sae",
     "load_token_array", "lr_at", "save_sae", "train_sae",
 ]

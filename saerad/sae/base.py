@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
-from saerad.sae.errors import SAEError, UnknownArchitectureError
+from saerad.sae.errors import SAEDataError, SAEError, UnknownArchitectureError
 
 
 @dataclass
@@ -161,8 +161,19 @@ class SparseAutoencoder(nn.Module):
             raise SAEError(f"the data scaling constant must be positive, got {c}")
         self.scale.fill_(float(c))
 
+    def check_input(self, x: Tensor) -> None:
+        """SAEDataError unless ``x`` is a batch of ``d_in``-d tokens: tokens from another
+        encoder (another width) would otherwise fail deep inside a matmul, or not at all."""
+        if x.ndim not in (1, 2) or x.shape[-1] != self.d_in:
+            raise SAEDataError(
+                f"tokens have shape {tuple(x.shape)} but this {self.arch} SAE takes {self.d_in}-d "
+                f"inputs (N, {self.d_in}); were the tokens made by another encoder than the "
+                "SAE was trained on?"
+            )
+
     def encode(self, x: Tensor) -> Tensor:
         """Feature codes h of raw (unscaled) tokens: applies the scaling constant first."""
+        self.check_input(x)
         return self.encode_scaled(x * self.scale)
 
     def decode(self, h: Tensor) -> Tensor:

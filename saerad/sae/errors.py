@@ -7,7 +7,7 @@ turns them into its own user-facing errors.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 
 class SAEError(Exception):
@@ -35,4 +35,26 @@ class UnknownArchitectureError(SAEError):
         return type(self), (self.name, self.choices)
 
 
-__all__ = ["SAEDataError", "SAEError", "UnknownArchitectureError"]
+class TargetL0Error(SAEError):
+    """A target L0 (mean active features per token) that the lambda search cannot reach.
+
+    ``closest_l0`` and ``closest_l1_coeff`` are the best trial found (None when the target
+    was rejected before any trial); ``trials`` lists every (lambda, L0) tried.
+    """
+
+    def __init__(self, message: str, target: float, closest_l0: float | None = None,
+                 closest_l1_coeff: float | None = None,
+                 trials: list[dict[str, float]] | None = None):
+        super().__init__(message)
+        self.target = target
+        self.closest_l0 = closest_l0
+        self.closest_l1_coeff = closest_l1_coeff
+        self.trials = list(trials or [])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As above: default pickling would re-call __init__ with the message only.
+        return type(self), (str(self), self.target, self.closest_l0, self.closest_l1_coeff,
+                            self.trials)
+
+
+__all__ = ["SAEDataError", "SAEError", "TargetL0Error", "UnknownArchitectureError"]

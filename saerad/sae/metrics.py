@@ -96,10 +96,11 @@ def evaluate_sae(
     fired = torch.zeros(sae.d_sae, dtype=torch.float64)
     try:
         for z in batches:
-            if z.ndim != 2 or z.shape[1] != sae.d_in:
+            if z.ndim != 2:
                 raise SAEDataError(
                     f"tokens have shape {tuple(z.shape)} but the SAE expects (N, {sae.d_in})"
                 )
+            sae.check_input(z)
             x = z.to(device=device, dtype=torch.float32) * sae.scale
             h = sae.encode_scaled(x)
             x_hat = sae.decode(h)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -24,11 +24,12 @@ import torch
 from torch import Tensor
 
 from saerad.sae.base import SparseAutoencoder, create_sae, get_architecture
-from saerad.sae.checkpoint import (load_sae, load_train_state, read_config, save_metrics, save_sae,
-                                   save_train_state, weights_step)
+from saerad.sae.checkpoint import (load_metrics, load_sae, load_train_state, read_config, save_metrics,
+                                   save_sae, save_train_state, weights_step)
 from saerad.sae.errors import SAEDataError, SAEError
 from saerad.sae.metrics import FiringWindow, explained_variance
 from saerad.sae.scaling import estimate_scale
+from saerad.sae.target_l0 import L0Calibration, find_l1_for_target_l0, l0_sample, mean_l0
 from saerad.sae.tokens import TokenSource, iter_token_batches, iter_token_chunks, load_token_array
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,21 @@ class TrainConfig:
     activity_every: int = 10  # observe which features fire every this many steps
     dead_window_steps: int = 10_000  # "dead over the training window" looks this far back
     device: str = "cpu"
+    # Target sparsity instead of a fixed lambda (saerad.sae.target_l0): when set, a short
+    # calibration picks l1_coeff so that mean L0 on the training tokens is near target_l0;
+    # l1_coeff is then only the search's starting point.
+    target_l0: float | None = None
+    target_l0_tolerance: float = 0.15  # relative: |L0 - target| <= tolerance * target
+    target_l0_trials: int = 12  # budget of calibration trials
+    # Steps per trial; None runs the whole recipe, which is what makes the final L0 match the
+    # trial's. Shorter trials are cheaper but overestimate the final L0 (docs/sae.md).
+    target_l0_steps: int | None = None
+    target_l0_eval_tokens: int = 8192  # training tokens L0 is measured on
 
     def __post_init__(self) -> None:
         get_architecture(self.arch)  # UnknownArchitectureError early, listing the choices
         positive = ("steps", "batch_size", "log_every", "checkpoint_every", "activity_every",
-                    "dead_window_steps")
+                    "dead_window_steps", "target_l0_trials", "target_l0_eval_tokens")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SAEError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
@@ -77,6 +88,12 @@ class TrainConfig:
                 raise SAEError(f"TrainConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.lr < 0 or self.l1_coeff < 0 or self.weight_decay < 0:
             raise SAEError("TrainConfig lr, l1_coeff and weight_decay must be non-negative")
+        if self.target_l0 is not None and not self.target_l0 > 0:
+            raise SAEError(f"TrainConfig.target_l0 must be positive, got {self.target_l0}")
+        if self.target_l0_steps is not None and self.target_l0_steps <= 0:
+            raise SAEError(f"TrainConfig.target_l0_steps must be positive, got {self.target_l0_steps}")
+        if not self.target_l0_tolerance > 0:
+            raise SAEError(f"TrainConfig.target_l0_tolerance must be positive, got {self.target_l0_tolerance}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,6 +162,11 @@ class Trainer:
     ``scale`` skips estimating the scaling constant; ``sae`` trains a model built by the
     caller (a custom initialisation or an ablated variant) instead of a fresh one from
     ``config``; a resumed run always loads the model from the checkpoint.
+
+    With ``config.target_l0`` set, a fresh run first calibrates lambda
+    (saerad.sae.target_l0.find_l1_for_target_l0); ``self.config`` then carries the lambda
+    found, ``self.calibration`` the search, and both are saved with the checkpoint. A resumed
+    run keeps the saved lambda instead of searching again.
     """
 
     def __init__(
@@ -165,6 +187,7 @@ class Trainer:
             self._tokens = load_token_array(tokens)  # type: ignore[arg-type]
         self.device = torch.device(config.device)
         self.history: list[dict[str, Any]] = []
+        self.calibration: L0Calibration | None = None
         self.step = 0
         state = None
         if resume:
@@ -199,6 +222,9 @@ class Trainer:
             sae = create_sae(cfg.arch, sae_config, seed=cfg.seed)
         elif sae.d_in != self._d_in():
             raise SAEError(f"the given SAE takes {sae.d_in}-d inputs but the tokens are {self._d_in()}-d")
+        elif cfg.target_l0 is not None:
+            raise SAEError("target_l0 calibrates fresh SAEs built from the config; "
+                           "pass either a ready-made sae or target_l0, not both")
         self.sae = sae
         if scale is None:
             if not self._is_source():
@@ -207,6 +233,12 @@ class Trainer:
                     "with a batch iterator pass scale=estimate_scale(<one pass over the tokens>)"
                 )
             scale = estimate_scale(iter_token_chunks(self._tokens))  # type: ignore[arg-type]
+        if cfg.target_l0 is not None:
+            if not self._is_source():
+                raise SAEError("target_l0 needs a token source (array or file): every "
+                               "calibration trial replays the same batches")
+            self.calibration = find_l1_for_target_l0(cfg, self._tokens, scale=scale)  # type: ignore[arg-type]
+            self.config = cfg = replace(cfg, l1_coeff=self.calibration.l1_coeff)
         self.sae.set_scale(scale)
         log.info("data scaling constant c = %.6g", scale)
         self.sae.to(self.device)
@@ -227,11 +259,18 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         assert self.out_dir is not None
         saved = read_config(self.out_dir)["train_config"] or {}
+        if self.config.target_l0 is not None and saved.get("target_l0") == self.config.target_l0:
+            # The saved lambda is the one the calibration found; searching again could
+            # land elsewhere and would change the run.
+            self.config = replace(self.config, l1_coeff=saved.get("l1_coeff", self.config.l1_coeff))
+            recorded = load_metrics(self.out_dir).get("target_l0")
+            if recorded:
+                self.calibration = L0Calibration(**recorded)
         mine = self.config.to_dict()
         # Schedules and data order depend on these; a mismatch would silently change the run.
         binding = ("arch", "expansion", "d_sae", "sae_options", "steps", "batch_size", "lr",
                    "lr_warmup_frac", "lr_decay_frac", "l1_coeff", "l1_warmup_frac", "adam_beta1",
-                   "adam_beta2", "adam_eps", "weight_decay", "seed")
+                   "adam_beta2", "adam_eps", "weight_decay", "seed", "target_l0")
         diff = {k: (saved.get(k), mine[k]) for k in binding if saved.get(k) != mine[k]}
         if diff:
             raise SAEError(
@@ -245,6 +284,9 @@ class Trainer:
                 "delete train_state.pt to start over"
             )
         self.sae = load_sae(self.out_dir, self.device)
+        if self._is_source() and self.sae.d_in != self._d_in():
+            raise SAEDataError(f"cannot resume {self.out_dir}: its SAE takes {self.sae.d_in}-d inputs "
+                               f"but the tokens are {self._d_in()}-d")
         self.optimizer = self._make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
@@ -314,11 +356,27 @@ class Trainer:
                     self.history.append(record)
                     sums, n_summed = {}, 0
                     log.info("step %d: %s", self.step, _fmt(record))
+            if self.step == cfg.steps and self.calibration is not None:
+                self._measure_final_l0()
             if self.out_dir is not None and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
                 self.save()
             if on_step is not None:
                 on_step(self.step, record)
         return self.sae
+
+    def _measure_final_l0(self) -> None:
+        """L0 of the trained SAE on the calibration's token sample, so that it compares like
+        with like with the trials; a warning when it drifted outside the tolerance."""
+        cal = self.calibration
+        assert cal is not None and self._is_source()
+        sample = l0_sample(self._tokens, cal.eval_tokens, self.config.seed)  # type: ignore[arg-type]
+        cal.final_l0 = mean_l0(self.sae, sample)
+        log.info("target L0 %g: final L0 %.4g at lambda %.4g", cal.target, cal.final_l0, cal.l1_coeff)
+        if abs(cal.final_l0 - cal.target) > cal.tolerance * cal.target:
+            log.warning("final L0 %.4g is outside %g%% of the target %g: the calibration trials "
+                        "ran %d of the run's %d steps; raise target_l0_steps",
+                        cal.final_l0, 100 * cal.tolerance, cal.target, cal.trial_steps,
+                        self.config.steps)
 
     @torch.no_grad()
     def _record(self, step: int, x: Tensor, h: Tensor, sums: dict[str, Tensor], n: int,
@@ -338,6 +396,9 @@ class Trainer:
         if self.out_dir is None:
             raise SAEError("this trainer has no output directory to save to")
         save_sae(self.sae, self.out_dir, step=self.step, train_config=self.config.to_dict())
+        metrics: dict[str, Any] = {"history": self.history}
+        if self.calibration is not None:
+            metrics["target_l0"] = self.calibration.to_dict()
         save_train_state(self.out_dir, {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -345,7 +406,7 @@ class Trainer:
             "firing_window": self.window.state_dict(),
             "history": self.history,
         })
-        save_metrics(self.out_dir, {"history": self.history})
+        save_metrics(self.out_dir, metrics)
 
 
 def _fmt(record: dict[str, Any]) -> str:
@@ -365,5 +426,5 @@ def train_sae(
     return trainer.train()
 
 
-__all__ = ["TrainConfig", "Trainer", "lr_at", "l1_at", "resolve_step_fn", "train_sae",
-           "iter_token_batches"]
+__all__ = ["TrainConfig", "Trainer", "find_l1_for_target_l0", "lr_at", "l1_at", "resolve_step_fn",
+           "train_sae", "iter_token_batches"]
