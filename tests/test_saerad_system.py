@@ -64,6 +64,10 @@ def test_offline_run_writes_predictions_with_provenance(tmp_path, phantom, tiny_
     labels = json.loads(Path(sysconf["labels"]).read_text())
     by_id = {r["id"]: r for r in labels["features"]}
     assert sysconf["train"]["source"] == "trained" and sysconf["label_counts"]["labelled"] > 0
+    # The phantom recipe sets the sparsity by the paper's L0, not by its lambda.
+    assert sysconf["train"]["recipe"]["target_l0"] == 15.0
+    metrics = json.loads((Path(sysconf["sae_dir"]) / "metrics.json").read_text())
+    assert metrics["target_l0"]["target"] == 15.0 and metrics["target_l0"]["trials"]
     for p in preds:
         prov = p["provenance"]
         assert prov["composer"] == "llm-free" and prov["n_active"] == len(prov["active_features"])
