@@ -163,3 +163,26 @@ def _parse_feature_ids(text: str | None) -> list[int] | None:
         return [int(x) for x in text.split(",")]
     except ValueError as e:
         raise BenchError(f"--features: {e}; write comma-separated feature ids, e.g. 1,2,3") from None
+
+
+@features_app.command("audit")
+@bench_errors
+def audit(
+    run: Path = typer.Option(..., "--run", help="a `bench run --system saerad` run directory on phantom data"),
+    out: Optional[Path] = typer.Option(None, "--out", help="also write the markdown table (or JSON with --json) here"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of the markdown table"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                             help="token cache root (default: the one the run's stages live in)"),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Per planted finding: encoder probe -> SAE feature -> label -> composed report; where it is lost."""
+    import json
+
+    from saerad.audit import audit_run, markdown
+
+    result = audit_run(run, cache_dir=cache_dir, device=device)
+    text = json.dumps(result.to_json(), indent=1) if as_json else markdown(result)
+    typer.echo(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
