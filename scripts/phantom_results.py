@@ -72,8 +72,9 @@ def main() -> None:
             logging.info("wrote the regression baseline %s", path)
             seeds = CALIBRATION_SEEDS.get(system, [])
             if seeds:
-                # Kept apart from the leaderboard's runs: they only measure the seed-to-seed spread.
-                spread = runs / "calibration"
+                # Kept apart from the leaderboard's runs (a sibling of their parent, so the table
+                # never lists them): they only measure the seed-to-seed spread.
+                spread = runs.parent / f"{runs.name}-calibration"
                 extra = [run(RunRequest(systems=[system], system_options={system: {"seed": str(s)}},
                                         labels={system: f"{system}-seed{s}"}, out=spread,
                                         data=DataConfig(cache_dir=args.cache_dir)))[1][0] for s in seeds]
