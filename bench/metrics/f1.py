@@ -59,6 +59,18 @@ def confusion_counts(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.stack([ref & pred, ~ref & pred, ref & ~pred], axis=-1).astype(np.int64)
 
 
+def confusion_statistics(rows: pd.DataFrame, truth_columns: Sequence[str], pred_columns: Sequence[str],
+                         metric: object) -> np.ndarray:
+    """(n, classes * 3) per-sample (tp, fp, fn) from a metric's 0/1 truth and prediction columns."""
+    missing = [c for c in [*truth_columns, *pred_columns] if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{getattr(metric, 'name', metric)}: per-sample rows lack columns {missing[:3]}...; "
+                         f"pass the rows that {type(metric).__name__} produced")
+    truth = rows[list(truth_columns)].to_numpy()
+    pred = rows[list(pred_columns)].to_numpy()
+    return confusion_counts(truth, pred).reshape(len(rows), -1)
+
+
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     # sklearn's default zero_division ("warn") yields 0 where the denominator is 0.
     num = np.asarray(num, dtype=float)
@@ -136,13 +148,7 @@ class LabelF1Metric(Metric):
     # -- aggregation -------------------------------------------------------------------
     def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
         """(n, 42): per sample and class, (tp, fp, fn); F1 depends on rows only via their sums."""
-        missing = [c for c in self.ref_columns() + self.pred_columns() if c not in rows.columns]
-        if missing:
-            raise ValueError(f"{self.name}: per-sample rows lack columns {missing[:3]}...; "
-                             f"pass the rows that {type(self).__name__}.per_sample produced")
-        ref = rows[self.ref_columns()].to_numpy()
-        pred = rows[self.pred_columns()].to_numpy()
-        return confusion_counts(ref, pred).reshape(len(rows), -1)
+        return confusion_statistics(rows, self.ref_columns(), self.pred_columns(), self)
 
     def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
         """Column sums of `sufficient_statistics` (shape (..., 42)) -> leaderboard values."""

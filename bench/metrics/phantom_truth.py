@@ -39,7 +39,7 @@ from bench.data.phantom.generate import LABELS_TABLE, MANIFEST
 from bench.data.phantom.reports import mentions
 from bench.errors import MetricUnavailable
 from bench.metrics.base import Metric
-from bench.metrics.f1 import confusion_counts, f1_from_counts
+from bench.metrics.f1 import confusion_statistics, f1_from_counts
 
 log = logging.getLogger(__name__)
 
@@ -212,13 +212,7 @@ class PhantomTruthMetric(Metric):
     # -- aggregation --------------------------------------------------------------------
     def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
         """(n, 39): per sample and finding, (tp, fp, fn)."""
-        missing = [c for c in self.truth_columns() + self.pred_columns() if c not in rows.columns]
-        if missing:
-            raise ValueError(f"{self.name}: per-sample rows lack columns {missing[:3]}...; "
-                             f"pass the rows that {type(self).__name__}.per_sample_for produced")
-        truth = rows[self.truth_columns()].to_numpy()
-        pred = rows[self.pred_columns()].to_numpy()
-        return confusion_counts(truth, pred).reshape(len(rows), -1)
+        return confusion_statistics(rows, self.truth_columns(), self.pred_columns(), self)
 
     def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
         """Column sums of `sufficient_statistics` (shape (..., 39)) -> micro, macro and per-finding F1."""
