@@ -310,3 +310,39 @@ def test_the_same_data_through_a_relative_or_absolute_path_is_the_same_run(tmp_p
     ident = json.loads((out / "run-identity.json").read_text())
     assert ident["data_root"] == str(phantom.resolve())  # stored resolved
     one(tmp_path, phantom, tiny_encoder)  # the absolute path resumes the same run: no refusal
+
+
+def test_bench_score_reads_a_users_file_with_or_without_references(tmp_path, phantom, tiny_encoder):
+    """The same scoring path for a user's file: its own references (and study ids), or the dataset's."""
+    from typer.testing import CliRunner
+
+    from bench.cli import build_app
+
+    f = tmp_path / "mine.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in [
+        {"id": "a", "reference": "No effusion.", "prediction": "", "study_id": "s1"},
+        {"id": "b", "reference": "No effusion.", "prediction": "No effusion.", "study_id": "s1"},
+        {"id": "c", "reference": "Left pleural effusion.", "prediction": "Left pleural effusion.", "study_id": "s2"}]))
+    r = CliRunner().invoke(build_app(), ["score", "--predictions", str(f), "-m", "rouge", "--bootstrap", "20",
+                                         "--out", str(tmp_path / "scored")])
+    assert r.exit_code == 0, r.output
+    agg = json.loads((tmp_path / "scored" / "aggregate.json").read_text())
+    assert agg["empty_predictions"] == 1 and agg["bootstrap"]["unit"] == "study" and agg["bootstrap"]["n_studies"] == 2
+    assert agg["metrics"]["rouge"]["values"]["rougeL"]["value"] == pytest.approx(2 / 3)
+    # Without references: joined from the dataset by id; every sample needs a prediction.
+    from bench.data.mimic import load_split
+
+    samples = load_split(phantom, "test").samples
+    g = tmp_path / "noref.jsonl"
+    g.write_text("".join(json.dumps({"id": s.id, "prediction": s.findings}) + "\n" for s in samples))
+    r = CliRunner().invoke(build_app(), ["score", "--predictions", str(g), "--data-root", str(phantom), "-m", "rouge",
+                                         "--bootstrap", "0", "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metrics"]["rouge"]["values"]["rougeL"]["value"] == pytest.approx(1.0)
+    g.write_text("".join(json.dumps({"id": s.id, "prediction": s.findings}) + "\n" for s in samples[:-1]))
+    with pytest.raises(DataError, match="have no prediction"):
+        from bench.predictions import read_predictions
+        from bench.stages.data import DataConfig
+        from bench.stages.score import score_input
+
+        score_input(read_predictions(g), g, DataConfig(data_root=phantom, cache_dir=tmp_path / "cache"))
