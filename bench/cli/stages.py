@@ -92,7 +92,7 @@ def generate(
     from bench.stages.data import open_context
     from bench.stages.generate import GenerateConfig
     from bench.stages.generate import generate as generate_one
-    from bench.stages.run import _fresh
+    from bench.stages.run import fresh_context
     from bench.systems.registry import get_system
 
     systems = split_list(system)
@@ -111,7 +111,7 @@ def generate(
     for name, sys_ in zip(systems, built):
         cfg = GenerateConfig(system=name, options=options.get(name, {}), label=names.get(name), data=data, out=out,
                              allow_fallback=allow_fallback)
-        d = generate_one(cfg, sys_, _fresh(ctx), ds)
+        d = generate_one(cfg, sys_, fresh_context(ctx), ds)
         console.print(f"[green]predictions written to[/green] {d / 'predictions.jsonl'}")
 
 

@@ -69,7 +69,7 @@ def run(req: RunRequest) -> tuple[Path, list[Path]]:
         cfg = GenerateConfig(system=name, options=req.system_options.get(name, {}), label=req.labels.get(name),
                              data=req.data, out=parent, allow_fallback=req.allow_fallback)
         try:
-            run_dir = generate(cfg, system, _fresh(base_ctx), ds)
+            run_dir = generate(cfg, system, fresh_context(base_ctx), ds)
             score_run(run_dir, prepared, req.n_bootstrap, req.seed, req.data.cache_dir)
         except BenchError as exc:
             if len(req.systems) == 1:
@@ -85,7 +85,7 @@ def run(req: RunRequest) -> tuple[Path, list[Path]]:
     return parent, dirs
 
 
-def _fresh(ctx: RunContext) -> RunContext:
+def fresh_context(ctx: RunContext) -> RunContext:
     """A context for one system: the loaded splits are shared, timings and records are its own."""
     new = copy.copy(ctx)
     new._datasets = dict(ctx._datasets)
