@@ -11,6 +11,7 @@ opened for a system that declares `reads_test_findings` (the `reference` sanity 
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,17 @@ class RunContext:
             self.used.setdefault("datasets", {})[split] = {
                 "n": len(ds), "skipped": len(ds.skipped), "fingerprint": ds.fingerprint}
         return self._datasets[split]
+
+    def fork(self) -> "RunContext":
+        """A context for one system of a run: the loaded splits and the encoder are shared,
+        timings and records (what ends up in that run's manifest) are its own."""
+        new = copy.copy(self)
+        new._datasets = dict(self._datasets)
+        new.timings, new.used = {}, {}
+        for split, d in self._datasets.items():
+            new.used.setdefault("datasets", {})[split] = {"n": len(d), "skipped": len(d.skipped),
+                                                         "fingerprint": d.fingerprint}
+        return new
 
     def loaded(self) -> dict[str, Dataset]:
         """The splits read so far."""

@@ -63,6 +63,14 @@ class Registry:
             raise PluginLoadError(f"{self.kind} {name!r} ({_source(entries[name])}) failed to load: "
                                   f"{type(exc).__name__}: {exc}") from exc
 
+    def load_class(self, name: str, base: type) -> type:
+        """`load`, checked to be a subclass of `base` (the plug-in interface)."""
+        cls = self.load(name)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise BenchError(f"{self.kind} {name!r} is registered as {cls!r}, which is not a "
+                             f"{base.__module__}.{base.__qualname__} class")
+        return cls
+
     def load_all(self) -> dict[str, Any]:
         """Every plug-in that loads; the others are logged, so one broken plug-in hides nothing else."""
         out = {}

@@ -34,7 +34,6 @@ from bench.data.records import Dataset, Sample
 from bench.metrics.base import Metric
 from bench.metrics.chexbert import CheXbertMetric
 from bench.metrics.chexpert_rules import ChexpertRulesMetric, label_reports
-from bench.metrics.f1 import to_binary_rrg
 from bench.metrics.radgraph import RgerMetric
 from bench.metrics.registry import get_metric
 from bench.predictions import PredictionRecord
@@ -177,7 +176,7 @@ def generic_seconds(run: Path, baseline: Path, permutations: int) -> float:
     from bench.stats.paired import paired_randomization_test
 
     _, base_rows = gate.read_baseline(baseline)
-    _, rows = gate._load_run(run)
+    _, rows = gate.load_scored_run(run)
     studies = dict(zip(base_rows["id"], base_rows["study_id"]))
     t0 = time.perf_counter()
     for m in metrics():

@@ -317,26 +317,25 @@ class SaeRadSystem(System):
                  "threshold (precision >= %.2f), %d never reliable", len(self.thresholds), usable,
                  self.opts.min_precision, len(self.thresholds) - usable)
 
-    @torch.no_grad()
     def _activations(self, tokens: np.ndarray) -> np.ndarray:
-        parts = []
+        parts = list(self._activation_chunks(tokens))
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+    @torch.no_grad()
+    def _activation_chunks(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
+        """Feature activations f_i, `chunk_size` tokens at a time (never the whole dense matrix)."""
         for start in range(0, len(tokens), self.opts.chunk_size):
             z = torch.as_tensor(np.asarray(tokens[start:start + self.opts.chunk_size], dtype=np.float32),
                                 device=self.opts.device)
-            parts.append(self.sae.feature_activations(z).cpu().numpy())
-        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+            yield self.sae.feature_activations(z).cpu().numpy()
 
     # -- inference ----------------------------------------------------------------------
-    @torch.no_grad()
     def active_features(self, tokens: np.ndarray) -> list[list[Any]]:
         """The ActiveFeature lists (strongest first) of each token."""
         from saerad.compose.llm_free import ActiveFeature
 
         out = []
-        for start in range(0, len(tokens), self.opts.chunk_size):
-            z = torch.as_tensor(np.asarray(tokens[start:start + self.opts.chunk_size], dtype=np.float32),
-                                device=self.opts.device)
-            f = self.sae.feature_activations(z).cpu().numpy()
+        for f in self._activation_chunks(tokens):
             for row in f:
                 ids = np.flatnonzero(row > self.opts.tau)
                 ids = ids[np.argsort(-row[ids], kind="stable")]

@@ -1,4 +1,3 @@
-import json
 import sys
 import textwrap
 from pathlib import Path

@@ -90,28 +90,18 @@ def generate(
                                         "predictions fell back from the system's own method (tables mark them)"),
 ) -> None:
     from bench.stages.data import open_context
-    from bench.stages.generate import GenerateConfig
     from bench.stages.generate import generate as generate_one
-    from bench.stages.run import fresh_context
-    from bench.systems.registry import get_system
+    from bench.stages.run import RunRequest, build_systems, generate_config
 
     systems = split_list(system)
-    options = addressed(opt, "--opt", systems, "system")
-    stray = sorted(set(options) - set(systems))
-    if stray:
-        raise BenchError(f"--opt for system(s) not in this run: {', '.join(stray)}")
-    names = labels(label, systems)
-    built = [get_system(name, options.get(name)) for name in systems]  # every option checked first
-    if device is not None:
-        from bench.devices import check_device
-
-        check_device(device)
-    data = _data(data_root, reports, split, unit, limit, cache_dir, encoder, device)
-    ctx, ds = open_context(data)
+    req = RunRequest(systems=systems, system_options=addressed(opt, "--opt", systems, "system"),
+                     labels=labels(label, systems),
+                     data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device),
+                     metrics=[], out=out, allow_fallback=allow_fallback)
+    built = build_systems(req)  # every option checked before the data is read
+    ctx, ds = open_context(req.data)
     for name, sys_ in zip(systems, built):
-        cfg = GenerateConfig(system=name, options=options.get(name, {}), label=names.get(name), data=data, out=out,
-                             allow_fallback=allow_fallback)
-        d = generate_one(cfg, sys_, fresh_context(ctx), ds)
+        d = generate_one(generate_config(req, name, out), sys_, ctx.fork(), ds)
         console.print(f"[green]predictions written to[/green] {d / 'predictions.jsonl'}")
 
 

@@ -18,9 +18,7 @@ def metric_names() -> list[str]:
 
 
 def metric_class(name: str) -> type[Metric]:
-    cls = _registry.load(name)
-    if not (isinstance(cls, type) and issubclass(cls, Metric)):
-        raise BenchError(f"metric {name!r} is registered as {cls!r}, which is not a bench.metrics.base.Metric class")
+    cls = _registry.load_class(name, Metric)
     if getattr(cls, "name", None) != name:
         raise BenchError(f"metric {name!r} is registered with a class named {getattr(cls, 'name', None)!r}; "
                          "the entry-point name and the class's `name` must agree")

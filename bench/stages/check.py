@@ -36,7 +36,7 @@ import pandas as pd
 
 from bench.errors import BenchError, DataError
 from bench.manifest import git_revision, write_json
-from bench.signatures import differences
+from bench.stages.compare import load_scored_run, paired_rows, value_differences
 
 FORMAT = 1
 TOLERANCE_SDS = 2.8  # run-to-run spread multiplier for calibrated tolerances
@@ -78,15 +78,9 @@ class CheckReport:
 
 # -- baseline files ----------------------------------------------------------------------
 
-def _load_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    from bench.stages.compare import load_scored_run
-
-    return load_scored_run(run_dir)
-
-
 def write_baseline(run_dir: Path, path: Path) -> dict[str, Any]:
     """A baseline file from a scored run (tolerances start at 0; see `calibrate`)."""
-    agg, rows = _load_run(Path(run_dir))
+    agg, rows = load_scored_run(Path(run_dir))
     buf = io.BytesIO()
     rows.to_parquet(buf, index=False)
     doc = {"format": FORMAT, "run": agg["run"], "system": agg.get("system"), "dataset": agg["dataset"],
@@ -127,7 +121,7 @@ def calibrate(run_dirs: Sequence[Path], path: Path) -> dict[str, dict[str, float
     doc, _ = read_baseline(path)
     values: dict[tuple[str, str], list[float]] = {}
     for d in run_dirs:
-        agg, _ = _load_run(Path(d))
+        agg, _ = load_scored_run(Path(d))
         _same_data(doc, agg, Path(d))
         for name, m in agg["metrics"].items():
             if m["status"] != "ok":
@@ -166,7 +160,7 @@ def check_run(run_dir: Path, baseline: Path, level: float = 0.01, n_permutations
     if not 0 < level < 1:
         raise BenchError(f"--level must be between 0 and 1, got {level}")
     doc, base_rows = read_baseline(baseline)
-    agg, rows = _load_run(Path(run_dir))
+    agg, rows = load_scored_run(Path(run_dir))
     _same_data(doc, agg, Path(run_dir))
     verdicts: list[Verdict] = []
     for name, bm in doc["metrics"].items():
@@ -195,9 +189,7 @@ def _check_metric(name: str, bm: dict[str, Any], rm: dict[str, Any] | None, base
         why = "not scored in this run" if rm is None else f"unavailable now: {rm.get('reason')}"
         return [Verdict(name, c, _header(bm, c), None, bm["values"][c]["value"], None, None, None, None,
                         tolerances.get(c, 0.0), "unavailable", why) for c in cols if c in bm["values"]]
-    sa = {k: v for k, v in (bm.get("signature") or {}).get("settings", {}).items() if k != "boot"}
-    sb = {k: v for k, v in (rm.get("signature") or {}).get("settings", {}).items() if k != "boot"}
-    diffs = differences(sa, sb)
+    diffs = value_differences(bm, rm)
     if diffs:
         return [Verdict(name, c, _header(bm, c), rm["values"].get(c, {}).get("value"), bm["values"][c]["value"],
                         None, None, None, None, tolerances.get(c, 0.0), "signature",
@@ -238,14 +230,10 @@ def _one_sided(name: str, base_rows: pd.DataFrame, rows: pd.DataFrame, higher: b
                seed: int) -> dict[str, float]:
     """p-values for "the run is worse than the baseline" on this metric's columns."""
     from bench.metrics.registry import get_metric
-    from bench.stages.compare import _scored
     from bench.stats.paired import paired_randomization_test
 
     metric = get_metric(name)
-    base, run = _scored(base_rows, metric.failed_column()), _scored(rows, metric.failed_column())
-    common = set(base["id"]) & set(run["id"])
-    base, run = base[base["id"].isin(common)], run[run["id"].isin(common)]
-    studies = dict(zip(base["id"], base["study_id"])) if "study_id" in base.columns else None
+    base, run, studies = paired_rows(base_rows, rows, metric.failed_column())
     # A = run, B = baseline: worse means A below B for higher-is-better metrics.
     return paired_randomization_test(metric, run, base, n_permutations=n_permutations, seed=seed,
                                      clusters=studies, alternative="less" if higher else "greater")

@@ -50,7 +50,6 @@ def compare_runs(run_a: Path, run_b: Path, n_permutations: int = 10000, seed: in
     if group_key(agg_a) != group_key(agg_b):
         raise BenchError(f"{run_a} and {run_b} were scored on different data ({agg_a['dataset']} vs "
                          f"{agg_b['dataset']}); a paired test needs the same samples")
-    studies = dict(zip(rows_a["id"], rows_a["study_id"])) if "study_id" in rows_a.columns else None
     results, notes = [], []
     for name, ma in agg_a["metrics"].items():
         mb = agg_b["metrics"].get(name)
@@ -64,9 +63,7 @@ def compare_runs(run_a: Path, run_b: Path, n_permutations: int = 10000, seed: in
         if diffs:
             notes.append(f"{name}: computed differently ({'; '.join(diffs)})")
         metric = get_metric(name)
-        a, b = _scored(rows_a, metric.failed_column()), _scored(rows_b, metric.failed_column())
-        common = a["id"].isin(b["id"])
-        a, b = a[common], b[b["id"].isin(a["id"])]
+        a, b, studies = paired_rows(rows_a, rows_b, metric.failed_column())
         dropped = len(rows_a) - len(a)
         if dropped:
             notes.append(f"{name}: {dropped} samples failed in one of the runs and are left out of its test")
@@ -82,9 +79,19 @@ def compare_runs(run_a: Path, run_b: Path, n_permutations: int = 10000, seed: in
 def value_differences(ma: dict, mb: dict) -> list[str]:
     """Settings (from the signatures) that make two values of a metric differ in meaning; the
     bootstrap settings change intervals, not values, so they do not count here."""
-    sa = {k: v for k, v in ma.get("signature", {}).get("settings", {}).items() if k != "boot"}
-    sb = {k: v for k, v in mb.get("signature", {}).get("settings", {}).items() if k != "boot"}
+    sa = {k: v for k, v in (ma.get("signature") or {}).get("settings", {}).items() if k != "boot"}
+    sb = {k: v for k, v in (mb.get("signature") or {}).get("settings", {}).items() if k != "boot"}
     return differences(sa, sb)
+
+
+def paired_rows(rows_a: pd.DataFrame, rows_b: pd.DataFrame,
+                failed_column: str) -> tuple[pd.DataFrame, pd.DataFrame, dict | None]:
+    """The rows of the samples a metric scored in both runs, and each sample's study (from A)
+    so that a paired test swaps studies together."""
+    a, b = _scored(rows_a, failed_column), _scored(rows_b, failed_column)
+    a, b = a[a["id"].isin(b["id"])], b[b["id"].isin(a["id"])]
+    studies = dict(zip(a["id"], a["study_id"])) if "study_id" in a.columns else None
+    return a, b, studies
 
 
 def _scored(rows: pd.DataFrame, failed_column: str) -> pd.DataFrame:

@@ -8,16 +8,15 @@ directory under one parent, and each run is scored by the same code `bench score
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.context import RunContext
 from bench.errors import BenchError, UnknownNameError
 from bench.stages.data import DataConfig, open_context
 from bench.stages.generate import GenerateConfig, default_parent, generate
 from bench.stages.score import DEFAULT_METRICS, prepare_metrics, score_run
+from bench.systems.base import System
 from bench.systems.registry import get_system, system_names
 
 log = logging.getLogger(__name__)
@@ -37,9 +36,9 @@ class RunRequest:
     allow_fallback: bool = False
 
 
-def run(req: RunRequest) -> tuple[Path, list[Path]]:
-    """(parent directory, run directories). Raises BenchError if any system failed; the others'
-    runs are written first."""
+def build_systems(req: RunRequest) -> list[System]:
+    """The request's systems, built with their options validated, after the cheap checks
+    (names, options and labels addressed to systems in the run, the device): no data is read."""
     if not req.systems:
         raise BenchError("name at least one system (--system)")
     if len(set(req.systems)) != len(req.systems):
@@ -61,15 +60,26 @@ def run(req: RunRequest) -> tuple[Path, list[Path]]:
         from bench.devices import check_device
 
         check_device(req.data.device)
+    return systems
+
+
+def generate_config(req: RunRequest, name: str, parent: Path | None) -> GenerateConfig:
+    return GenerateConfig(system=name, options=req.system_options.get(name, {}), label=req.labels.get(name),
+                          data=req.data, out=parent, allow_fallback=req.allow_fallback)
+
+
+def run(req: RunRequest) -> tuple[Path, list[Path]]:
+    """(parent directory, run directories). Raises BenchError if any system failed; the others'
+    runs are written first."""
+    systems = build_systems(req)
     prepared = prepare_metrics(req.metrics, req.metric_options, req.data.cache())
     base_ctx, ds = open_context(req.data)
     parent = Path(req.out) if req.out else default_parent(ds)
     dirs, failures = [], []
     for name, system in zip(req.systems, systems):
-        cfg = GenerateConfig(system=name, options=req.system_options.get(name, {}), label=req.labels.get(name),
-                             data=req.data, out=parent, allow_fallback=req.allow_fallback)
+        cfg = generate_config(req, name, parent)
         try:
-            run_dir = generate(cfg, system, fresh_context(base_ctx), ds)
+            run_dir = generate(cfg, system, base_ctx.fork(), ds)
             score_run(run_dir, prepared, req.n_bootstrap, req.seed, req.data.cache_dir)
         except BenchError as exc:
             if len(req.systems) == 1:
@@ -83,15 +93,3 @@ def run(req: RunRequest) -> tuple[Path, list[Path]]:
         raise BenchError(f"{len(failures)} of {len(req.systems)} systems failed (the other runs are in {parent}): "
                          + " | ".join(failures))
     return parent, dirs
-
-
-def fresh_context(ctx: RunContext) -> RunContext:
-    """A context for one system: the loaded splits are shared, timings and records are its own."""
-    new = copy.copy(ctx)
-    new._datasets = dict(ctx._datasets)
-    new._encoder = ctx._encoder
-    new.timings, new.used = {}, {}
-    for split, d in ctx._datasets.items():
-        new.used.setdefault("datasets", {})[split] = {"n": len(d), "skipped": len(d.skipped),
-                                                     "fingerprint": d.fingerprint}
-    return new

@@ -1,6 +1,6 @@
 """Scoring: predictions -> per-sample rows -> corpus values with study-level intervals.
 
-One code path for every predictions file, ours or a user's (`score_file`): references are
+One code path for every predictions file, ours (`score_run`) or a user's (`score_input`): references are
 joined by sample id from the dataset (or, for a file that carries its own, from the file),
 every metric runs once over all samples, and the bootstrap re-aggregates resampled STUDIES
 (all images of a study together; docs/metrics.md, Bootstrap).

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from bench.errors import BenchError
 from bench.registry import systems as _registry
 from bench.systems.base import System
 
@@ -15,10 +14,7 @@ def system_names() -> list[str]:
 
 
 def system_class(name: str) -> type[System]:
-    cls = _registry.load(name)
-    if not (isinstance(cls, type) and issubclass(cls, System)):
-        raise BenchError(f"system {name!r} is registered as {cls!r}, which is not a bench.systems.base.System class")
-    return cls
+    return _registry.load_class(name, System)
 
 
 def available_systems() -> dict[str, type[System]]:
