@@ -65,6 +65,19 @@ def open_context(data: DataConfig, work_dir: Path | None = None) -> tuple[RunCon
     return ctx, ds
 
 
+def open_run_dataset(ident: dict[str, Any], run_dir: Path, cache_dir: Path | None = None) -> Dataset:
+    """The dataset a run directory was generated on (from its run identity), refused if its
+    data changed since: what the run's ids mean must be what they meant then."""
+    data = DataConfig(data_root=Path(ident["data_root"]),
+                      reports=None if ident["reports"] == "found under the data root" else Path(ident["reports"]),
+                      split=ident["split"], unit=ident["unit"], limit=ident["limit"], cache_dir=cache_dir)
+    _, ds = open_context(data)
+    if ds.fingerprint != ident["fingerprint"]:
+        raise DataError(f"the data under {ident['data_root']} changed since {run_dir} was generated (dataset "
+                        f"fingerprint {ds.fingerprint}, the run's {ident['fingerprint']}); generate the run again")
+    return ds
+
+
 def identity(ctx: RunContext, ds: Dataset) -> dict[str, Any]:
     """What the predictions depend on, on the data side."""
     return {"dataset": ds.name, "fingerprint": ds.fingerprint, "data_root": str(ctx.data_root),

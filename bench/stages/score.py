@@ -340,18 +340,12 @@ def _write_rows(path: Path, result: ScoreResult) -> None:
 def score_run(run_dir: Path, metrics: Sequence[PreparedMetric], n_bootstrap: int = 1000, seed: int = 0,
               cache_dir: Path | None = None) -> dict[str, Any]:
     """Score a run directory made by `bench generate`, against references re-read from its dataset."""
-    from bench.stages.data import DataConfig, open_context
+    from bench.stages.data import open_run_dataset
     from bench.stages.generate import PREDICTIONS, fallback_count, read_identity, run_lock
 
     run_dir = Path(run_dir)
     ident = read_identity(run_dir)
-    data = DataConfig(data_root=Path(ident["data_root"]),
-                      reports=None if ident["reports"] == "found under the data root" else Path(ident["reports"]),
-                      split=ident["split"], unit=ident["unit"], limit=ident["limit"], cache_dir=cache_dir)
-    _, ds = open_context(data)
-    if ds.fingerprint != ident["fingerprint"]:
-        raise DataError(f"the data under {ident['data_root']} changed since {run_dir} was generated (dataset "
-                        f"fingerprint {ds.fingerprint}, the run's {ident['fingerprint']}); generate the run again")
+    ds = open_run_dataset(ident, run_dir, cache_dir)
     with run_lock(run_dir):
         records = read_predictions(run_dir / PREDICTIONS, torn_tail="drop")
         inp = join_references(records, ds)

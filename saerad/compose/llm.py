@@ -34,7 +34,7 @@ from bench.data.records import Prior, Sample
 from bench.errors import BenchError
 from saerad.compose.llm_free import ActiveFeature, Composition, compose_llm_free, content_words
 from saerad.features.label import load_prompt
-from saerad.features.statements import split_sentences
+from bench.sentences import split_sentences
 
 log = logging.getLogger(__name__)
 

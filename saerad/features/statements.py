@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9_])|\n\s*\n")
+from bench.sentences import split_sentences  # the harness's one sentence splitter; re-exported here
+
 _CLAUSE = re.compile(r";|\s+but\s+|,?\s+however,?\s+", re.IGNORECASE)
 _WITH = re.compile(r",?\s+with\s+", re.IGNORECASE)
 NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|absence of|resolved|removed|"
@@ -41,11 +42,6 @@ _TRAIL = re.compile(
     r"|\s+(?:is|are) (?:again )?(?:re)?demonstrated)"
     r"(?:\s+(?:since|from|compared to|in the interval)\b.*)?$", re.IGNORECASE)
 _NON_WORD = re.compile(r"[^a-z0-9\- ]+")
-
-
-def split_sentences(text: str) -> list[str]:
-    flat = re.sub(r"[ \t]*\n[ \t]*(?!\n)", " ", text.strip())
-    return [s.strip() for s in _SENTENCE.split(flat) if s and s.strip()]
 
 
 def split_statements(text: str) -> list[str]:
