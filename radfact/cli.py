@@ -27,7 +27,7 @@ def radfact_command(
     predictions: Path = typer.Option(..., "--predictions", "-p",
                                      help="JSONL of {id, reference, prediction} (or *_phrases lists), "
                                           "or microsoft/RadFact's test-example JSON"),
-    judge: str = typer.Option(..., "--judge", help="LLM spec: openai:URL[,URL...] | anthropic | gguf[:PATH]"),
+    judge: str = typer.Option(..., "--judge", help="LLM spec: openai:URL[,URL...] | anthropic | gguf[:PATH] | @ENDPOINTS.toml[#NAME]"),
     model: Optional[str] = typer.Option(None, "--model", help="model name the judge serves"),
     mode: str = typer.Option("faithful", help="faithful (one call per phrase, as the reference) | batched"),
     out: Optional[Path] = typer.Option(None, "--out", help="write per-study phrases, verdicts and scores (JSONL)"),
@@ -89,7 +89,7 @@ def run_radfact(predictions: Path, judge: str, model: str | None, mode: str = "f
         raise BenchError("--judge none cannot score RadFact; give an LLM, e.g. --judge openai:http://host:8000/v1 "
                          "--model NAME")
     if client is None and cache is None:  # --no-cache: a client with no response cache
-        client = make_client(judge, model, None, max_concurrency=concurrency, timeout=timeout)
+        client = make_client(judge, model, None, max_concurrency=concurrency, timeout=timeout, use="radfact")
     metric = RadFactMetric(judge=judge, model=model, mode=mode, cache=None if cache == "default" else cache,
                            concurrency=concurrency, timeout=timeout, phrase_examples=phrase_examples,
                            entailment_examples=entailment_examples, n_phrase_examples=n_phrase_examples,
@@ -98,7 +98,8 @@ def run_radfact(predictions: Path, judge: str, model: str | None, mode: str = "f
     metric.check()  # probes the judge: MetricUnavailable before any request is made
     llm = metric.client()
     try:
-        results = evaluate(studies, llm, metric.cfg, progress=progress)
+        with llm.serving():  # a managed judge (endpoint file) runs for this block only
+            results = evaluate(studies, llm, metric.cfg, progress=progress)
     finally:
         llm.close()
     if out is not None:

@@ -2,8 +2,9 @@
 
 Options (`--metric-opt radfact.KEY=VALUE`, validated by `RadFactMetric.Options`):
     judge      an LLM spec as in docs/llm.md, e.g. openai:http://gpu:8000/v1 (several
-               comma-separated URLs share the load); required: without it the metric is
-               unavailable (offline default)
+               comma-separated URLs share the load), or @llm.toml[#NAME] (an endpoint file:
+               its `radfact` use; a managed server is started for the scoring and stopped
+               after it); required: without it the metric is unavailable (offline default)
     model      the model the judge serves, e.g. meta-llama/Meta-Llama-3-70B-Instruct
     mode       faithful (default; one call per phrase, as the reference) | batched
     cache      SQLite response cache (default: <cache root>/llm/responses.sqlite)
@@ -34,6 +35,7 @@ import pandas as pd
 from pydantic import Field
 
 from bench.errors import MetricUnavailable, ModelUnavailableError
+from bench.llm.servers import judge_serving
 from bench.metrics.base import Metric
 from bench.options import OptionsModel, validate_options
 from radfact.evaluate import RadFactConfig, Study, StudyResult, evaluate
@@ -48,6 +50,7 @@ REMEDY = ("pass --metric-opt radfact.judge=openai:URL --metric-opt radfact.model
           "(see docs/radfact.md for serving Llama-3-70B-Instruct with vLLM)")
 REMEDY_DOWN = "check that the judge server is up and serves the model, then run again (answers already given are cached)"
 PROBE_TIMEOUT_S = 5.0
+USE = "radfact"  # this metric's name in an endpoint file's [uses] table
 
 
 def raise_if_unanswered(results: Sequence[StudyResult], judge: str | None) -> None:
@@ -114,6 +117,13 @@ class RadFactMetric(Metric):
                                  n_phrase_examples=opts.n_phrase_examples,
                                  n_entailment_examples=opts.n_entailment_examples)
         self._client = client
+        if self.judge is not None and client is None:
+            from bench.llm.endpoints import is_file_spec
+
+            if is_file_spec(self.judge):  # the file names the model (and is checked now)
+                from bench.llm import parse_spec
+
+                self.model = parse_spec(self.judge, self.model, USE).model
         if client is not None and self.judge is None:
             self.judge = f"{client.backend.kind}:{client.backend.model}"
 
@@ -131,7 +141,7 @@ class RadFactMetric(Metric):
                 raise MetricUnavailable("no judge endpoint configured", REMEDY)
             from bench.llm import parse_spec
 
-            parse_spec(self.judge, self.model)
+            parse_spec(self.judge, self.model, USE)
         client = self.client()
         if not self.probe:
             return
@@ -151,7 +161,7 @@ class RadFactMetric(Metric):
                 raise MetricUnavailable("no judge endpoint configured", REMEDY)
             try:
                 client = make_client(self.judge, self.model, self.cache_path(), max_concurrency=self.concurrency,
-                                     timeout=self.timeout)
+                                     timeout=self.timeout, use=USE)
             except LLMUnavailable as e:  # a key variable not set, say
                 raise MetricUnavailable(f"judge {e.reason}", e.remedy) from e
             except ModelUnavailableError as e:  # a package or model file missing
@@ -166,7 +176,9 @@ class RadFactMetric(Metric):
         """One row per study. A study the judge did not answer has `radfact_failed` True and
         neutral statistics; if the judge answered nothing at all, MetricUnavailable."""
         studies = [Study(str(i), reference=r, prediction=p) for i, (r, p) in enumerate(zip(references, predictions))]
-        results = evaluate(studies, self.client(), self.cfg, progress=self.progress)
+        client = self.client()
+        with judge_serving(client, self.judge):
+            results = evaluate(studies, client, self.cfg, progress=self.progress)
         raise_if_unanswered(results, self.judge)
         rows = pd.DataFrame([r.score.row() for r in results])
         assert self.failed_column() in rows.columns or not len(rows)

