@@ -34,7 +34,7 @@ PHANTOM_ENCODER = "phantom"  # the small Dinov2 bundled in bench/assets/phantom-
 @dataclass
 class RunContext:
     data_root: Path
-    dataset_name: str  # "phantom" or "mimic-cxr"
+    dataset_name: str  # a reader of bench.data.readers: "phantom", "mimic-cxr", "iu-xray", "chexpert-plus"
     cache_dir: Path
     work_dir: Path  # the run directory: systems may keep their intermediate files here
     unit: str = "image"
@@ -46,6 +46,7 @@ class RunContext:
     progress: bool = True
     eval_split: str | None = None  # the split under test: sealed from systems (see the module doc)
     allow_test_findings: bool = False
+    sections: str = "findings"  # which report sections make the reference (bench.data.sections)
     _datasets: dict[str, Dataset] = field(default_factory=dict, repr=False)
     _encoder: Any = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict)
@@ -81,11 +82,11 @@ class RunContext:
 
     def _load(self, split: str) -> Dataset:
         if split not in self._datasets:
-            from bench.data.mimic import load_split
+            from bench.data.readers import load
 
             t0 = time.perf_counter()
-            ds = load_split(self.data_root, split, unit=self.unit, reports=self.reports,
-                            limit=self.limit if split != "train" else None)
+            ds = load(self.dataset_name, self.data_root, split, unit=self.unit, reports=self.reports,
+                      limit=self.limit if split != "train" else None, sections=self.sections)
             ds.name = self.dataset_name
             self._datasets[split] = ds
             self.timings[f"load_{split}_s"] = time.perf_counter() - t0

@@ -16,7 +16,11 @@ from bench.errors import BenchError
 # Options shared by the commands that read a dataset.
 DATA_ROOT = typer.Option(None, "--data-root", help="MIMIC-CXR-JPG root (or a phantom dataset); default: the embedded phantom dataset")
 REPORTS = typer.Option(None, help="report .txt tree or mimic-cxr-reports.zip (default: found under --data-root)")
-SPLIT = typer.Option("test", help="train | validate | test")
+SPLIT = typer.Option("test", help="train | validate | test (IU-Xray: train | val | test | all; CheXpert Plus: train | valid)")
+DATASET = typer.Option(None, "--dataset", help="mimic-cxr | iu-xray | chexpert-plus | phantom (default: told by the "
+                       "files under --data-root; the embedded phantom without one)")
+SECTIONS = typer.Option("findings", "--sections", help="the reference: findings (impression as fallback; the paper's), "
+                        "findings+impression, or findings-only")
 UNIT = typer.Option("image", help="image (the paper's unit) or study")
 LIMIT = typer.Option(None, help="use only the first N samples of the split (smoke runs)")
 CACHE_DIR = typer.Option(None, help="the cache root for datasets, tokens, labels and LLM answers "
@@ -35,11 +39,12 @@ def register(app: typer.Typer) -> None:
     app.command(help="Paired randomisation test per metric between two scored runs (studies swapped together).")(compare)
 
 
-def _data(data_root, reports, split, unit, limit, cache_dir, encoder=None, device=None):
+def _data(data_root, reports, split, unit, limit, cache_dir, encoder=None, device=None, dataset=None,
+          sections="findings"):
     from bench.stages.data import DataConfig
 
     return DataConfig(data_root=data_root, reports=reports, split=split, unit=unit, limit=limit, cache_dir=cache_dir,
-                      encoder=encoder, device=device)
+                      encoder=encoder, device=device, dataset=dataset, sections=sections)
 
 
 def run(
@@ -50,7 +55,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="parent directory: one run directory per system "
                                        "(default runs/<dataset>-<fingerprint>-<split>)"),
     data_root: Optional[Path] = DATA_ROOT, reports: Optional[Path] = REPORTS, split: str = SPLIT, unit: str = UNIT,
-    limit: Optional[int] = LIMIT,
+    limit: Optional[int] = LIMIT, dataset: Optional[str] = DATASET, sections: str = SECTIONS,
     encoder: Optional[str] = typer.Option(None, help="encoder hub id or local dir; default rad-dino (phantom: the bundled encoder)"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cuda if present)"),
     metrics: Optional[list[str]] = METRICS, metric_opt: Optional[list[str]] = METRIC_OPT,
@@ -67,7 +72,7 @@ def run(
     metric_list = split_list(metrics) or list(DEFAULT_METRICS)
     req = RunRequest(systems=systems, system_options=addressed(opt, "--opt", systems, "system"),
                      labels=labels(label, systems),
-                     data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device),
+                     data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device, dataset, sections),
                      metrics=metric_list, metric_options=addressed(metric_opt, "--metric-opt", metric_list, "metric"),
                      out=out, n_bootstrap=bootstrap, seed=seed, allow_fallback=allow_fallback)
     parent, dirs = run_stages(req)
@@ -82,7 +87,7 @@ def generate(
     label: Optional[list[str]] = typer.Option(None, "--label", help="run name: NAME (one system) or SYSTEM=NAME"),
     out: Optional[Path] = typer.Option(None, help="parent directory: one run directory per system"),
     data_root: Optional[Path] = DATA_ROOT, reports: Optional[Path] = REPORTS, split: str = SPLIT, unit: str = UNIT,
-    limit: Optional[int] = LIMIT,
+    limit: Optional[int] = LIMIT, dataset: Optional[str] = DATASET, sections: str = SECTIONS,
     encoder: Optional[str] = typer.Option(None, help="encoder hub id or local dir"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = CACHE_DIR,
@@ -96,7 +101,7 @@ def generate(
     systems = split_list(system)
     req = RunRequest(systems=systems, system_options=addressed(opt, "--opt", systems, "system"),
                      labels=labels(label, systems),
-                     data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device),
+                     data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device, dataset, sections),
                      metrics=[], out=out, allow_fallback=allow_fallback)
     built = build_systems(req)  # every option checked before the data is read
     ctx, ds = open_context(req.data)
@@ -112,7 +117,7 @@ def score(
     out: Optional[Path] = typer.Option(None, help="with --predictions: write scores.parquet and aggregate.json here"),
     label: Optional[str] = typer.Option(None, help="with --predictions: the run's name in tables (default: the file name)"),
     data_root: Optional[Path] = DATA_ROOT, reports: Optional[Path] = REPORTS, split: str = SPLIT, unit: str = UNIT,
-    limit: Optional[int] = LIMIT,
+    limit: Optional[int] = LIMIT, dataset: Optional[str] = DATASET, sections: str = SECTIONS,
     metrics: Optional[list[str]] = METRICS, metric_opt: Optional[list[str]] = METRIC_OPT,
     bootstrap: int = BOOTSTRAP, seed: int = SEED, cache_dir: Optional[Path] = CACHE_DIR,
 ) -> None:
@@ -136,9 +141,10 @@ def score(
         return
     assert predictions is not None
     records = read_predictions(predictions)
-    explicit = data_root is not None or reports is not None or limit is not None
+    explicit = data_root is not None or reports is not None or limit is not None or dataset is not None
     inp = score_input(records, predictions,
-                      _data(data_root, reports, split, unit, limit, cache_dir) if explicit or
+                      _data(data_root, reports, split, unit, limit, cache_dir, dataset=dataset, sections=sections)
+                      if explicit or
                       not all(r.reference is not None for r in records) else None)
     result = score_fn(inp.ids, inp.references, inp.predictions, prepared, bootstrap, seed, inp.study_ids,
                       data=inp.dataset if "root" in inp.dataset else None)

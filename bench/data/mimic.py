@@ -52,7 +52,7 @@ import pandas as pd
 
 from bench.data.records import Dataset, Prior, Sample, Skipped
 from bench.data.sections import _HEADING as SECTION_HEADING
-from bench.data.sections import clean_text, indication_from_sections, parse_sections, reference_from_sections
+from bench.data.sections import check_section_choice, clean_text, no_reference_reason, indication_from_sections, parse_sections, reference_for
 from bench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -303,8 +303,9 @@ class ReportCache:
 
     Reports that were not valid UTF-8 are collected in `repaired`."""
 
-    def __init__(self, source: ReportSource):
+    def __init__(self, source: ReportSource, sections: str = "findings"):
         self.source = source
+        self.sections = sections  # which sections make the reference (bench.data.sections.reference_for)
         self._cache: dict[str, ParsedReport | None] = {}
         self.repaired: list[Skipped] = []
 
@@ -321,7 +322,8 @@ class ReportCache:
                     self.repaired.append(Skipped(where, REASON_NOT_UTF8))
                 sections = parse_sections(text)
                 # The paper drops reports with neither findings nor impression, so no last paragraph.
-                reference, source = reference_from_sections(sections, allow_last_paragraph=False)
+                reference, source = reference_for(sections.get("findings", ""), sections.get("impression", ""),
+                                                  self.sections)
                 self._cache[study_id] = ParsedReport(reference, source, indication_from_sections(sections))
         return self._cache[study_id]
 
@@ -462,6 +464,7 @@ def load_split(
     n_priors: int = 3,
     limit: int | None = None,
     check_images: bool = True,
+    sections: str = "findings",
 ) -> Dataset:
     """Read one official split of MIMIC-CXR-JPG as a `Dataset`.
 
@@ -481,6 +484,7 @@ def load_split(
     if not root.is_dir():
         raise DataError(f"MIMIC-CXR-JPG root {root} does not exist; {DOWNLOAD_HINT}")
     views = tuple(v.upper() for v in views)
+    check_section_choice(sections)
 
     split_df = _read_table(_find_table(root, SPLIT_TABLE), _SPLIT_COLUMNS)
     meta = _read_table(_find_table(root, METADATA_TABLE), _METADATA_COLUMNS)
@@ -519,7 +523,8 @@ def load_split(
     log.info("MIMIC-CXR %s: %d %s images selected; reports from %r", split, len(rows), "/".join(views), source)
 
     history = _History(meta, set(rows["subject_id"]))
-    cache = ReportCache(source)
+    cache = ReportCache(source, sections)
+    no_reason = no_reference_reason(sections)
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     sizes: dict[str, int] = {}
@@ -534,7 +539,7 @@ def load_split(
                 break
             indices = list(group)
             parsed = cache.get(subject_id, study_id)
-            problem = REASON_NO_REPORT if parsed is None else (REASON_NO_REFERENCE if not parsed.reference else None)
+            problem = REASON_NO_REPORT if parsed is None else (no_reason if not parsed.reference else None)
             if problem:
                 n_lost = 1 if unit == "study" else len(indices)
                 skipped += [Skipped(source.where(subject_id, study_id), problem)] * n_lost
@@ -606,4 +611,5 @@ def load_split(
         fingerprint=fingerprint(samples, sizes),
         dropped=dropped_counts,
         repaired=list(cache.repaired),
+        sections=sections,
     )

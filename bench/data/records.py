@@ -78,7 +78,7 @@ class Skipped:
 
 @dataclass
 class Dataset:
-    name: str  # "mimic-cxr" or "phantom"
+    name: str  # "mimic-cxr", "phantom", "iu-xray" or "chexpert-plus"
     root: Path
     split: str
     unit: str  # "image" or "study"
@@ -92,6 +92,7 @@ class Dataset:
     # Inputs that were used, but only after a stated repair (e.g. a report that is not
     # UTF-8, decoded with replacement characters), and what was done.
     repaired: list[Skipped] = field(default_factory=list)
+    sections: str = "findings"  # which report sections the references are (bench.data.sections)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -222,3 +222,42 @@ def extract_reference(text: str) -> tuple[str, str]:
 def extract_indication(text: str) -> str:
     """The indication section, or the history section when there is none; "" if neither."""
     return indication_from_sections(parse_sections(text))
+
+
+# The reference text each dataset reader builds from a report's findings and impression.
+# "findings" is the paper's convention (and ReXrank's findings task): the findings section,
+# the impression when a report has no findings. "findings+impression" is ReXrank's second
+# task: both sections, findings first, joined by one space (whichever exists when only one
+# does). "findings-only" never falls back, for evaluations that want findings and nothing else.
+SECTION_CHOICES = ("findings", "findings+impression", "findings-only")
+
+
+def check_section_choice(choice: str) -> str:
+    from bench.errors import DataError
+
+    if choice not in SECTION_CHOICES:
+        raise DataError(f"unknown section choice {choice!r}; choose one of: {', '.join(SECTION_CHOICES)}")
+    return choice
+
+
+def reference_for(findings: str, impression: str, choice: str = "findings") -> tuple[str, str]:
+    """(reference text, where it came from) under a section choice; ("", "none") when the report
+    has nothing the choice can use. Inputs are already cleaned section texts ("" when absent)."""
+    findings, impression = findings.strip(), impression.strip()
+    if choice == "findings-only":
+        return (findings, "findings") if findings else ("", "none")
+    if choice == "findings+impression":
+        if findings and impression:
+            return f"{findings} {impression}", "findings+impression"
+    elif choice != "findings":
+        check_section_choice(choice)
+    if findings:
+        return findings, "findings"
+    if impression:
+        return impression, "impression"
+    return "", "none"
+
+
+def no_reference_reason(choice: str) -> str:
+    """The fixed phrase (counted in summaries) for a report that gives no reference under `choice`."""
+    return "report has no findings section" if choice == "findings-only" else "report has neither findings nor impression"

@@ -32,6 +32,8 @@ class DataConfig:
     cache_dir: Path | None = None  # the one cache root; None: $SAERAD_BENCH_CACHE or ~/.cache/saerad-bench
     encoder: str | None = None
     device: str | None = None
+    dataset: str | None = None  # a reader of bench.data.readers; None: told by the data root's files
+    sections: str = "findings"  # which report sections make the reference (bench.data.sections)
 
     def cache(self) -> Path:
         return Path(self.cache_dir).expanduser().resolve() if self.cache_dir else cache_root()
@@ -39,14 +41,23 @@ class DataConfig:
 
 def resolve_root(data: DataConfig) -> tuple[Path, str]:
     """(absolute data root, dataset name); generates the embedded default on first use."""
+    from bench.data.readers import check_dataset, detect
+    from bench.data.sections import check_section_choice
+
+    check_section_choice(data.sections)
+    if data.dataset is not None:
+        check_dataset(data.dataset)
     if data.data_root is None:
+        if data.dataset not in (None, "phantom"):
+            raise DataError(f"--dataset {data.dataset} needs --data-root DIR (the directory that holds it); "
+                            "without --data-root the embedded phantom dataset is used")
         root = embedded_default_root(data.cache())
         log.info("no --data-root given: using the embedded phantom dataset at %s", root)
         return root, "phantom"
     root = Path(data.data_root).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"--data-root {data.data_root} is not a directory")
-    return root, "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
+    return root, data.dataset or detect(root)
 
 
 def open_context(data: DataConfig, work_dir: Path | None = None) -> tuple[RunContext, Dataset]:
@@ -57,7 +68,7 @@ def open_context(data: DataConfig, work_dir: Path | None = None) -> tuple[RunCon
     reports = Path(data.reports).expanduser().resolve() if data.reports else None
     ctx = RunContext(data_root=root, dataset_name=name, cache_dir=data.cache(), work_dir=work_dir or Path("."),
                      unit=data.unit, reports=reports, encoder_id=data.encoder, device=data.device,
-                     limit=data.limit, eval_split=data.split)
+                     limit=data.limit, eval_split=data.split, sections=data.sections)
     ds = ctx.evaluation_dataset()
     if not ds.samples:
         raise DataError(f"the {data.split} split of {root} has no usable samples "
@@ -70,7 +81,8 @@ def open_run_dataset(ident: dict[str, Any], run_dir: Path, cache_dir: Path | Non
     data changed since: what the run's ids mean must be what they meant then."""
     data = DataConfig(data_root=Path(ident["data_root"]),
                       reports=None if ident["reports"] == "found under the data root" else Path(ident["reports"]),
-                      split=ident["split"], unit=ident["unit"], limit=ident["limit"], cache_dir=cache_dir)
+                      split=ident["split"], unit=ident["unit"], limit=ident["limit"], cache_dir=cache_dir,
+                      dataset=ident.get("dataset"), sections=ident.get("sections", "findings"))
     _, ds = open_context(data)
     if ds.fingerprint != ident["fingerprint"]:
         raise DataError(f"the data under {ident['data_root']} changed since {run_dir} was generated (dataset "
@@ -82,9 +94,11 @@ def identity(ctx: RunContext, ds: Dataset) -> dict[str, Any]:
     """What the predictions depend on, on the data side."""
     return {"dataset": ds.name, "fingerprint": ds.fingerprint, "data_root": str(ctx.data_root),
             "reports": str(ctx.reports) if ctx.reports else "found under the data root",
-            "split": ds.split, "unit": ds.unit, "limit": ctx.limit, "encoder": ctx.encoder_name}
+            "split": ds.split, "unit": ds.unit, "limit": ctx.limit, "encoder": ctx.encoder_name,
+            "sections": ctx.sections}
 
 
 def dataset_summary(ds: Dataset) -> dict[str, Any]:
     """How aggregate.json names the data a run was scored on (the leaderboard groups by it)."""
-    return {"name": ds.name, "fingerprint": ds.fingerprint, "split": ds.split, "unit": ds.unit}
+    return {"name": ds.name, "fingerprint": ds.fingerprint, "split": ds.split, "unit": ds.unit,
+            "sections": ds.sections}

@@ -1,0 +1,182 @@
+"""Read CheXpert Plus (Stanford AIMI, 2024) into a `Dataset`.
+
+Layout read (the release as downloaded)::
+
+    root/df_chexpert_plus_240401.csv    one row per image: path_to_image, path_to_dcm,
+                                        frontal_lateral (Frontal | Lateral), ap_pa, deid_patient_id,
+                                        patient_report_date_order, report, section_narrative,
+                                        section_clinical_history, section_history, section_comparison,
+                                        section_technique, section_procedure_comments,
+                                        section_findings, section_impression,
+                                        section_end_of_impression, section_summary,
+                                        section_accession_number, age, sex, ..., split (train | valid)
+    root/PNG/train/patient00001/study1/view1_frontal.png     the PNG release
+    (or root/train/patient00001/study1/view1_frontal.jpg, CheXpert's own JPEGs)
+
+`path_to_image` names a .jpg (CheXpert's original layout) while the PNG release holds the
+same path with .png under PNG/; both are looked for, the PNG first. Any
+df_chexpert_plus_*.csv is accepted (the newest by name), so a later release reads the same way.
+
+Selection, as the MIMIC-CXR reader: frontal images (frontal_lateral == Frontal); the
+reference is the report's findings section, with the impression as fallback (or another
+section choice); a report with neither is dropped and listed. CheXpert Plus collected
+reports for their impressions, and many have no findings section, so the findings choice
+keeps fewer studies than the findings+impression one. The release's splits are `train` and
+`valid`; ReXrank evaluates on `valid`. A study is `patientNNNNN/studyN` of the image path; the
+indication is the clinical history section (or the history section). The release has no
+dates, so samples carry no priors.
+
+Rows whose image file is missing or incomplete are skipped and listed (`Dataset.skipped`,
+hence the run manifest); every row of the split that does not become a sample is counted
+by reason in `Dataset.dropped`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from bench.data.images import image_problem
+from bench.data.mimic import REASON_LIMIT, REASON_STUDY_HAS_IMAGE, UNITS, _file_size, fingerprint
+from bench.data.records import Dataset, Sample, Skipped
+from bench.data.sections import check_section_choice, clean_text, no_reference_reason, reference_for
+from bench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+NAME = "chexpert-plus"
+TABLE_GLOB = "df_chexpert_plus_*.csv"
+SPLITS = ("train", "valid")
+SPLIT_ALIASES = {"val": "valid", "validate": "valid", "validation": "valid"}
+COLUMNS = ("path_to_image", "frontal_lateral", "ap_pa", "deid_patient_id", "patient_report_date_order",
+           "section_clinical_history", "section_history", "section_findings", "section_impression", "split")
+FRONTAL = "Frontal"
+DOWNLOAD_HINT = ("download CheXpert Plus from Stanford AIMI (https://aimi.stanford.edu/datasets/chexpert-plus) "
+                 "and pass the directory that holds df_chexpert_plus_240401.csv and the PNG/ folder")
+REASON_LATERAL = "view not selected (not Frontal)"
+_STUDY = re.compile(r"(patient\d+)/(study\d+)/")
+
+
+def find_table(root: Path) -> Path:
+    found = sorted(root.glob(TABLE_GLOB))
+    if not found:
+        raise DataError(f"expected {TABLE_GLOB} (e.g. df_chexpert_plus_240401.csv) under {root}; {DOWNLOAD_HINT}")
+    return found[-1]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}; {DOWNLOAD_HINT}") from e
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path} lacks the columns {missing} (has {list(header)}); is it the CheXpert Plus "
+                        "report table as released?")
+    try:
+        df = pd.read_csv(path, usecols=list(COLUMNS), dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}; {DOWNLOAD_HINT}") from e
+    for c in ("path_to_image", "frontal_lateral", "ap_pa", "deid_patient_id", "split"):
+        df[c] = df[c].str.strip()
+    return df
+
+
+def image_candidates(root: Path, path_to_image: str) -> list[Path]:
+    """Where an image of `path_to_image` may be: the PNG release first, then CheXpert's JPEGs."""
+    rel = Path(path_to_image)
+    png = rel.with_suffix(".png")
+    return [root / "PNG" / png, root / png, root / "PNG" / rel, root / rel]
+
+
+def _normalise_split(split: str) -> str:
+    s = SPLIT_ALIASES.get(split.lower(), split.lower())
+    if s not in SPLITS:
+        hint = " (ReXrank evaluates on valid)" if s == "test" else ""
+        raise DataError(f"unknown CheXpert Plus split {split!r}; choose one of: {', '.join(SPLITS)}{hint}")
+    return s
+
+
+def load_split(
+    root: Path,
+    split: str,
+    unit: str = "image",
+    limit: int | None = None,
+    check_images: bool = True,
+    sections: str = "findings",
+) -> Dataset:
+    """One split of CheXpert Plus as a `Dataset`.
+
+    unit="image": one sample per frontal image, id = patient-study-view (from the image path);
+    unit="study": one sample per study, its first usable frontal image by path, id = patient-study.
+    Samples are in the table's path order.
+    """
+    root = Path(root)
+    split = _normalise_split(split)
+    check_section_choice(sections)
+    if unit not in UNITS:
+        raise DataError(f"unknown unit {unit!r}; choose one of: {', '.join(UNITS)}")
+    if not root.is_dir():
+        raise DataError(f"CheXpert Plus root {root} does not exist; {DOWNLOAD_HINT}")
+    table = find_table(root)
+    df = _read_table(table)
+    in_split = df[df["split"] == split].sort_values("path_to_image", kind="stable")
+    no_reason = no_reference_reason(sections)
+    dropped: Counter[str] = Counter()
+    skipped: list[Skipped] = []
+    samples: list[Sample] = []
+    sizes: dict[str, int] = {}
+    done_studies: set[str] = set()
+    listed_reports: set[str] = set()
+    for row in in_split.to_dict("records"):
+        rel = row["path_to_image"]
+        m = _STUDY.search(rel)
+        if m is None:
+            raise DataError(f"{table}: path_to_image {rel!r} is not of the form <split>/patientN/studyN/<view>.jpg")
+        study_id = f"{m.group(1)}-{m.group(2)}"
+        if row["frontal_lateral"] != FRONTAL:
+            dropped[REASON_LATERAL] += 1
+            continue
+        text, source = reference_for(clean_text(row["section_findings"]), clean_text(row["section_impression"]),
+                                     sections)
+        if not text:
+            dropped[no_reason] += 1
+            if study_id not in listed_reports:  # one entry per report, not per image
+                skipped.append(Skipped(f"{table}:{rel}", no_reason))
+                listed_reports.add(study_id)
+            continue
+        if unit == "study" and study_id in done_studies:
+            dropped[REASON_STUDY_HAS_IMAGE] += 1
+            continue
+        if limit is not None and len(samples) >= limit:
+            dropped[REASON_LIMIT] += 1
+            continue
+        candidates = image_candidates(root, rel)
+        path = next((p for p in candidates if p.is_file()), candidates[0])
+        size, bad = image_problem(path) if check_images else (_file_size(path), None)
+        if bad:
+            skipped.append(Skipped(str(path), bad))
+            dropped[bad] += 1
+            continue
+        view_name = Path(rel).stem  # view1_frontal
+        sample = Sample(id=study_id if unit == "study" else f"{study_id}-{view_name}",
+                        dicom_id=f"{study_id}-{view_name}", study_id=study_id, subject_id=row["deid_patient_id"],
+                        split=split, view=row["ap_pa"] or FRONTAL, image_path=path.absolute(), findings=text,
+                        indication=clean_text(row["section_clinical_history"]) or clean_text(row["section_history"]),
+                        reference_section=source)
+        samples.append(sample)
+        sizes[sample.id] = size
+        done_studies.add(study_id)
+    counts = {reason: n for reason, n in dropped.most_common() if n}
+    log.info("CheXpert Plus %s (%s level): %d rows in the split; kept %d; skipped %d%s", split, unit, len(in_split),
+             len(samples), len(skipped), "".join(f"; {n} {r}" for r, n in counts.items()))
+    return Dataset(name=NAME, root=root, split=split, unit=unit, samples=samples, skipped=skipped,
+                   fingerprint=fingerprint(samples, sizes), dropped=counts, sections=sections)
+
+
+def detect(root: Path) -> bool:
+    return any(root.glob(TABLE_GLOB))
