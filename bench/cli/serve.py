@@ -112,7 +112,8 @@ def _serve(settings, host: str, port: int, name: str, dry_run: bool) -> None:
         console.print("endpoint-file lines:\n"
                       f"  [endpoints.{_toml_key(name)}]\n  kind = \"openai\"\n  url = \"{endpoint}\"\n"
                       f"  model = \"{name}\"", highlight=False, markup=False)
-        print(f"ENDPOINT {endpoint} {name}", flush=True)  # one line for scripts
+        assert server.process is not None
+        print(f"ENDPOINT {endpoint} {name} pid={server.process.pid}", flush=True)  # one line for scripts
         while server.running:
             time.sleep(0.5)
         assert server.process is not None
