@@ -1,0 +1,159 @@
+"""Beyond the paper: do readers agree with each other, and does each automatic metric agree
+with the readers?
+
+Inter-reader agreement, on sentences read by more than one reader:
+- action (keep / edit / delete): Cohen's kappa (scikit-learn) when sentences have two
+  readers, Fleiss' kappa (statsmodels) when they have more (on the sentences with the most
+  common number of readers);
+- clinical impact: Krippendorff's alpha (the krippendorff package), ordinal, with a kept
+  sentence counted as "none" (no clinical impact either way) and missing readings allowed.
+
+Metric validity, per report (one system's report of one study): the readers' verdict
+(share of its sentences changed, and significant errors, each averaged over the reader who
+read it) against each automatic metric of the runs, as the report's own value of that
+metric (`readerstudy.runs.per_report_metrics`). Kendall's tau-b (scipy) with the metric
+turned so that higher is better: a metric that ranks reports as the readers do has a
+negative tau with edits and with significant errors.
+
+Intervals: percentile bootstrap over studies (bench.stats.bootstrap), seeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau
+
+from bench.stats import bootstrap
+from readerstudy.runs import per_report_metrics
+from readerstudy.schema import ACTIONS, IMPACT_LEVEL
+
+log = logging.getLogger(__name__)
+
+
+def _interval(fn, rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str, float]:
+    value = fn(rows)
+    out = {"value": value["value"], "low": float("nan"), "high": float("nan")}
+    if n_bootstrap:
+        iv = bootstrap(fn, rows, n_resamples=n_bootstrap, seed=seed, clusters=rows["study_id"].tolist())["value"]
+        out.update(low=iv.low, high=iv.high)
+    return out
+
+
+def _kappa(rows: pd.DataFrame, readers: list[str]) -> dict[str, float]:
+    if len(readers) == 2:
+        from sklearn.metrics import cohen_kappa_score
+
+        a, b = rows[readers[0]].tolist(), rows[readers[1]].tolist()
+        if len(set(a) | set(b)) < 2:  # one category only: agreement beyond chance is undefined
+            return {"value": float("nan")}
+        return {"value": float(cohen_kappa_score(a, b, labels=list(ACTIONS)))}
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    table = np.stack([(rows[readers].to_numpy() == a).sum(1) for a in ACTIONS], axis=1)
+    return {"value": float(fleiss_kappa(table, method="fleiss"))}
+
+
+def inter_reader(verdicts: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    v = verdicts[~verdicts["empty"].astype(bool)].copy()
+    v["key"] = v["sample_id"] + "|" + v["letter"] + "|" + v["sentence"].astype(str)
+    n_readers = v.groupby("key")["reader"].nunique()
+    multi = n_readers[n_readers >= 2]
+    if multi.empty:
+        return {"status": "unavailable", "reason": "no sentence was read by more than one reader "
+                                                   "(export with --readers 2 or more and --reads-per-study >= 2)"}
+    out: dict[str, Any] = {"status": "ok", "sentences": int(len(multi))}
+    # action: kappa on the sentences with the most common number of readers; each sentence's
+    # readers are taken in name order (when studies are dealt out, readers differ per sentence)
+    m = int(multi.mode().iloc[0])
+    keep = v[v["key"].isin(multi[multi == m].index)].sort_values(["key", "reader"])
+    grouped = keep.groupby("key", sort=True)
+    readers = [f"r{i}" for i in range(m)]
+    ordered = pd.DataFrame(grouped["action"].agg(list).tolist(), columns=readers)
+    ordered["study_id"] = grouped["study_id"].first().to_numpy()
+    out["action"] = {"statistic": "Cohen's kappa" if m == 2 else "Fleiss' kappa", "readers_per_sentence": m,
+                     "sentences": int(len(ordered)),
+                     **_interval(lambda rows: _kappa(rows, readers), ordered, n_bootstrap, seed)}
+    # impact: Krippendorff's alpha, ordinal, missing allowed
+    v["level"] = np.where(v["action"] == "keep", 0, v["impact"].map(IMPACT_LEVEL)).astype(float)
+    lv = v[v["key"].isin(multi.index)].pivot_table(index=["key", "study_id"], columns="reader", values="level",
+                                                    aggfunc="first")
+    lvl = lv.reset_index()
+    reader_cols = list(lv.columns)
+
+    def alpha(rows: pd.DataFrame) -> dict[str, float]:
+        import krippendorff
+
+        data = rows[reader_cols].to_numpy(dtype=float).T  # readers x sentences
+        if len(np.unique(data[~np.isnan(data)])) < 2:
+            return {"value": float("nan")}
+        return {"value": float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal",
+                                                  value_domain=[0, 1, 2]))}
+
+    out["impact"] = {"statistic": "Krippendorff's alpha (ordinal; kept = none)", "sentences": int(len(lvl)),
+                     **_interval(alpha, lvl, n_bootstrap, seed)}
+    return out
+
+
+def report_verdicts(reads: pd.DataFrame) -> pd.DataFrame:
+    """Per report (sample, run): mean over its readers of the share of sentences changed and of
+    the significant errors."""
+    r = reads.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r["edit_rate"] = np.where(r["sentences"] > 0, r["changed"] / r["sentences"].where(r["sentences"] > 0), np.nan)
+    r["significant"] = r["impact_significant"].astype(float)
+    return r.groupby(["sample_id", "study_id", "run"], sort=True)[["edit_rate", "significant"]].mean().reset_index()
+
+
+def metric_validity(reads: pd.DataFrame, run_paths: dict[str, Any], n_bootstrap: int = 1000,
+                    seed: int = 0) -> dict[str, Any]:
+    """Kendall's tau-b between each metric and the readers' verdicts, per report."""
+    reports = report_verdicts(reads)
+    samples = sorted(reports["sample_id"].unique())
+    per_run: dict[str, tuple] = {}
+    unavailable: dict[str, str] = {}
+    for run, path in run_paths.items():
+        if not (path / "aggregate.json").exists():
+            unavailable["(all metrics)"] = f"run {run} is not scored; run `bench score --run {path}`"
+            return {"metrics": [], "unavailable": unavailable}
+        per_run[run] = per_report_metrics(path, samples)
+    columns: dict[tuple[str, str], Any] = {}
+    for run, (values, cols, unav) in per_run.items():
+        for name, reason in unav.items():
+            unavailable.setdefault(name, f"{reason} (run {run})")
+        for c in cols:
+            columns.setdefault((c.metric, c.column), []).append((run, c))
+    rows_out = []
+    for (metric, column), entries in sorted(columns.items()):
+        if metric in unavailable:
+            continue
+        if len(entries) != len(run_paths):
+            unavailable[metric] = "not scored in every run"
+            continue
+        sigs = {c.signature for _, c in entries}
+        if len(sigs) > 1:
+            unavailable[metric] = f"computed differently across the runs ({' vs '.join(sorted(sigs))})"
+            continue
+        c0 = entries[0][1]
+        sign = 1.0 if c0.higher_is_better else -1.0
+        vals = [{"sample_id": s, "run": run, "metric": sign * per_run[run][0][(metric, column)][s]}
+                for run, _ in entries for s in samples]
+        df = reports.merge(pd.DataFrame(vals), on=["sample_id", "run"], how="left")
+        entry = {"metric": metric, "column": column, "header": c0.header, "signature": c0.signature,
+                 "higher_is_better": c0.higher_is_better}
+        for verdict in ("edit_rate", "significant"):
+            sub = df[["study_id", "metric", verdict]].dropna()
+            entry[verdict] = {"reports": int(len(sub)), **_interval(lambda rows, vd=verdict: _tau(rows, vd), sub,
+                                                                    n_bootstrap, seed)}
+        rows_out.append(entry)
+    return {"metrics": rows_out, "unavailable": unavailable}
+
+
+def _tau(rows: pd.DataFrame, verdict: str) -> dict[str, float]:
+    x, y = rows["metric"].to_numpy(), rows[verdict].to_numpy()
+    if len(x) < 2 or np.unique(x).size < 2 or np.unique(y).size < 2:
+        return {"value": float("nan")}  # a constant side has no ranking to agree with
+    return {"value": float(kendalltau(x, y, variant="b").statistic)}

@@ -1,0 +1,1 @@
+"""The reading page: a server-rendered Starlette app (Jinja2 templates, plain JS, no build step)."""
