@@ -171,10 +171,12 @@ def leaderboard(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to a file instead of stdout"),
     allow_mixed: bool = typer.Option(False, "--allow-mixed", help="show values computed differently (other "
                                      "signatures) side by side, marked; default: refuse, naming the setting"),
+    published: bool = typer.Option(False, "--published", help="also show published results (the SAE-Rad paper's "
+                                   "Table 1), marked † and quoted, beside runs on the same data"),
 ) -> None:
     from bench.stages.leaderboard import load_boards, render
 
-    text = render(load_boards(runs, allow_mixed), format, intervals)
+    text = render(load_boards(runs, allow_mixed, published), format, intervals)
     if output:
         output.write_text(text)
         console.print(f"written to {output}")

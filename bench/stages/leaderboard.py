@@ -11,6 +11,12 @@ fingerprint, split and unit. Other runs get a table of their own, and the output
 Within a table, every metric's values must carry one signature (bench.signatures): values
 computed differently are refused, naming the setting, unless `allow_mixed` shows them marked
 "≠". Every output format lists the signatures.
+
+Published results (bench/published_results.json) are shown only when asked: under a table of
+runs on the same data (dataset, split, reference sections) as extra rows marked "†" and
+"(published)", with their sources in the notes; tables of other data get them as a separate,
+captioned table. They are kept apart from the measured rows (`Board.published`), so nothing
+that computes on a board's runs can reach them.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from bench.signatures import differences
 
 FLAG = "⚠"
 MIXED = "≠"
+PUBLISHED = "†"
 
 
 @dataclass
@@ -62,6 +69,9 @@ class Board:
     group: dict[str, Any]  # dataset name, fingerprint, split, unit
     signatures: dict[str, list[str]] = field(default_factory=dict)  # metric -> signature texts in use
     row_signatures: dict[str, list[str]] = field(default_factory=dict)  # row label -> its metrics' signatures
+    keys: list[str] = field(default_factory=list)  # column keys, aligned with headers
+    # Quoted rows (label, cells, source), shown after the measured rows; never part of `rows`.
+    published: list[tuple[str, list[Cell], str]] = field(default_factory=list)
 
 
 def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
@@ -87,13 +97,61 @@ def group_key(agg: dict[str, Any]) -> tuple[str, str, str]:
     return (d.get("fingerprint", ""), d.get("split", ""), d.get("unit", ""))
 
 
-def load_boards(runs_dir: Path, allow_mixed: bool = False) -> list[Board]:
-    """One board per group of comparable runs, largest group first."""
+def load_boards(runs_dir: Path, allow_mixed: bool = False, published: bool = False) -> list[Board]:
+    """One board per group of comparable runs, largest group first; with `published`, the quoted
+    rows of bench/published_results.json beside the runs made on their data, and a board of
+    their own for each published table that no group matches."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for agg in load_runs(runs_dir):
         groups.setdefault(group_key(agg), []).append(agg)
     ordered = sorted(groups.values(), key=lambda g: -len(g))
-    return [_board(g, allow_mixed) for g in ordered]
+    boards = [_board(g, allow_mixed) for g in ordered]
+    if published:
+        boards += add_published(boards)
+    return boards
+
+
+def add_published(boards: list[Board]) -> list[Board]:
+    """Attach each published table's rows to the boards of its data; returns boards of their own
+    for the tables that matched none."""
+    from bench.published import load_tables
+
+    alone = []
+    for table in load_tables():
+        matched = [b for b in boards if table.matches(b.group)]
+        for b in matched:
+            b.published += [_published_row(r, b.keys) for r in table.rows]
+            b.notes.append(_published_note(table))
+        if not matched:
+            keys = list(dict.fromkeys(k for r in table.rows for k in r.values))
+            headers = _published_headers(table, keys)
+            caption = (f"{PUBLISHED} published: {table.title} ({table.describe_data()}); quoted, not measured here, "
+                       "and not comparable with tables of other data")
+            alone.append(Board(headers, [], [_published_note(table)], caption, dict(table.dataset), keys=keys,
+                               published=[_published_row(r, keys) for r in table.rows]))
+    return alone
+
+
+def _published_row(row: Any, keys: list[str]) -> tuple[str, list[Cell], str]:
+    cells = [Cell(row.values[k] / 100) if k in row.values else Cell() for k in keys]
+    return f"{PUBLISHED} {row.system} (published)", cells, row.source
+
+
+def _published_headers(table: Any, keys: list[str]) -> list[str]:
+    from bench.published import read_document
+
+    for t in read_document().get("tables", []):
+        if t["id"] == table.id:
+            by_key = {v: k for k, v in t["columns"].items()}
+            return [by_key.get(k, k) for k in keys]
+    return keys
+
+
+def _published_note(table: Any) -> str:
+    sources = "; ".join(f"{r.system}: {r.source}" for r in table.rows)
+    return (f"{PUBLISHED} published rows: {table.title} ({table.describe_data()}). Source: {table.source}. "
+            f"{table.notes} Quoted as printed, with the authors' own metric implementations (signatures unknown), "
+            f"no intervals; never used in any statistic or test. Rows: {sources}")
 
 
 def load_board(runs_dir: Path, allow_mixed: bool = False) -> Board:
@@ -173,7 +231,8 @@ def _board(aggs: list[dict[str, Any]], allow_mixed: bool = False) -> Board:
     first = aggs[0]
     d, boot = first["dataset"], first.get("bootstrap", {})
     unit = d.get("unit") or "sample"
-    where = f"{d['name']}" + (f" {d['split']} split" if d.get("split") else "")
+    where = f"{d['name']}" + (f" {d['split']} split" if d.get("split") else "") + \
+        (f", reference: {d['sections']}" if d.get("sections", "findings") != "findings" else "")
     resampled = "studies" if boot.get("unit") == "study" else "samples"
     caption = (f"{where}, {first['n']} {unit}s (data {d.get('fingerprint', '')[:8]}); values x100, "
                f"bootstrap 95% interval over {resampled} in brackets")
@@ -182,7 +241,8 @@ def _board(aggs: list[dict[str, Any]], allow_mixed: bool = False) -> Board:
     texts = {name: [format_signature(s) for s in found] for name, found in sigs.items()}
     per_row = {_row_label(agg): [m["signature"]["text"] for m in agg["metrics"].values() if "signature" in m]
                for agg in aggs}
-    return Board([h for _, _, h in cols], rows, list(notes.values()), caption, dict(d), texts, per_row)
+    return Board([h for _, _, h in cols], rows, list(notes.values()), caption, dict(d), texts, per_row,
+                 keys=[k for _, k, _ in cols])
 
 
 def _row_label(agg: dict[str, Any]) -> str:
@@ -235,6 +295,8 @@ def _md(board: Board, intervals: bool) -> str:
              "|---|" + "---|" * len(board.headers)]
     lines += ["| " + name + " | " + " | ".join(c.text(intervals) for c in cells) + " |"
               for name, cells in board.rows]
+    lines += ["| " + name + " | " + " | ".join(c.text(False) for c in cells) + " |"
+              for name, cells, _ in board.published]
     lines += [""] + [f"- {n}" for n in board.notes]
     if board.signatures:
         lines += ["", "Signatures:", ""] + [f"- `{t}`" for texts in board.signatures.values() for t in texts]
@@ -258,6 +320,11 @@ def _csv(boards: list[Board]) -> str:
             for c in cells:
                 row += ["n/a", "", ""] if c.unavailable is not None else [_pct(c.value), _pct(c.low), _pct(c.high)]
             w.writerow(row + [" ; ".join(b.row_signatures.get(name, []))])
+        for name, cells, source in b.published:
+            row = [g.get("name", ""), g.get("fingerprint", ""), g.get("split", ""), g.get("unit", ""), name]
+            for c in cells:
+                row += [_pct(c.value), "", ""]
+            w.writerow(row + [f"published: {source}"])
     return buf.getvalue()
 
 
@@ -267,6 +334,9 @@ def _html(board: Board, intervals: bool) -> str:
            "<tr><th>run</th>" + "".join(f"<th>{e(h)}</th>" for h in board.headers) + "</tr>"]
     for name, cells in board.rows:
         out.append(f"<tr><td>{e(name)}</td>" + "".join(_html_cell(c, intervals) for c in cells) + "</tr>")
+    for name, cells, source in board.published:
+        out.append(f'<tr class="published" title="{e(source)}"><td>{e(name)}</td>'
+                   + "".join(_html_cell(c, False) for c in cells) + "</tr>")
     out.append("</table>")
     out += [f"<p>{e(n)}</p>" for n in board.notes]
     if board.signatures:
