@@ -1,19 +1,12 @@
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from baselines.constant import ConstantSystem
-from baselines.external import ExternalSystem
 from bench.context import RunContext
 from bench.data.records import Dataset, Prior, Sample
 from bench.errors import BenchError, UnknownNameError
 from bench.systems.registry import available_systems, get_system
-
-
-def ext(cmd: str) -> ExternalSystem:
-    return ExternalSystem.from_options({"cmd": cmd})
 
 
 def sample(i: int, findings: str, split: str = "test", root: Path = Path("/data")) -> Sample:
@@ -84,68 +77,7 @@ def test_constant_tie_goes_to_first_seen(tmp_path):
     assert s.text == "B."
 
 
-SCRIPT = textwrap.dedent("""
-    import json, sys
-    inp, out, root = sys.argv[1:4]
-    data = json.load(open(inp))
-    open(sys.argv[0] + ".calls", "a").write("x")
-    mode = {mode!r}
-    if mode == "fail":
-        print("model crashed", file=sys.stderr); sys.exit(3)
-    res = {{}}
-    for i, (k, v) in enumerate(sorted(data.items())):
-        if mode == "drop" and i == 0:
-            continue
-        text = v["image_path"][0] + " | " + v["indication"] + " | " + str(v["priors"][0]["days_before"])
-        res[k] = {{"findings": text}} if i % 2 else text
-    json.dump(res, open(out, "w"))
-""")
-
-
-def _external(tmp_path: Path, mode: str) -> tuple[ExternalSystem, Path]:
-    script = tmp_path / f"infer_{mode}.py"
-    script.write_text(SCRIPT.format(mode=mode))
-    return ext(f"{sys.executable} {script}"), script
-
-
-def test_external_follows_the_rexrank_contract_and_reuses_its_output(tmp_path):
-    system, script = _external(tmp_path, "ok")
-    ctx = FakeCtx(tmp_path, {})
-    samples = [sample(1, "ref one", root=tmp_path).query(), sample(2, "ref two", root=tmp_path).query()]
-    preds = list(system.generate(samples, ctx))
-    assert [p.findings for p in preds] == ["files/p1/p1/s1/d1.jpg | dyspnea | 3.5", "files/p1/p2/s2/d2.jpg | dyspnea | 3.5"]
-    again = list(system.generate(samples, ctx))  # same input: the command is not run again
-    assert [p.findings for p in again] == [p.findings for p in preds]
-    assert (Path(str(script) + ".calls")).read_text() == "x"
-
-
-def test_external_missing_ids_get_empty_predictions_with_a_reason(tmp_path):
-    system, _ = _external(tmp_path, "drop")
-    preds = list(system.generate([sample(1, "a", root=tmp_path).query(), sample(2, "b", root=tmp_path).query()],
-                                 FakeCtx(tmp_path, {})))
-    assert preds[0].findings == "" and "missing" in preds[0].provenance["error"]
-    assert preds[1].findings.startswith("files/")
-
-
-def test_external_failure_reports_exit_code_and_stderr(tmp_path):
-    system, _ = _external(tmp_path, "fail")
-    with pytest.raises(BenchError, match="(?s)exited with 3.*model crashed"):
-        list(system.generate([sample(1, "a", root=tmp_path).query()], FakeCtx(tmp_path, {})))
-
-
-def test_external_needs_a_command():
-    with pytest.raises(BenchError, match="system external: bad option.*cmd: Field required"):
-        get_system("external")
-    with pytest.raises(BenchError, match="give the command"):
-        get_system("external", {"cmd": "  "})
-
-
-def test_external_malformed_output(tmp_path):
-    script = tmp_path / "bad.py"
-    script.write_text("import sys, json; json.dump({'d1': 5}, open(sys.argv[2], 'w'))")
-    system = ext(f"{sys.executable} {script}")
-    with pytest.raises(BenchError, match="has no text"):
-        list(system.generate([sample(1, "a", root=tmp_path).query()], FakeCtx(tmp_path, {})))
+# The external runner's tests are in test_external_runner.py.
 
 
 def test_a_device_that_is_not_here_is_a_one_line_error():

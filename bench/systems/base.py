@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping, Sequence
 
 from bench.data.records import Query
@@ -42,6 +43,9 @@ class System(ABC):
     needs_train: ClassVar[bool] = False  # fit() reads the training split
     reads_test_findings: ClassVar[bool] = False  # only sanity systems such as `reference`
     Options: ClassVar[type[OptionsModel]] = NoOptions
+    # A pinned requirements file, for a system that runs in its own virtual environment
+    # (`bench env create NAME` builds it; bench/systems/environments.py).
+    requirements: ClassVar[Path | None] = None
 
     def __init__(self, options: OptionsModel | None = None):
         self.options = options if options is not None else self.Options()

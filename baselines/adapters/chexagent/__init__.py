@@ -1,0 +1,1 @@
+"""CheXagent-2-3b adapter: infer.py runs in the `chexagent` environment (requirements.txt)."""

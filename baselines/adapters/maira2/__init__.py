@@ -1,0 +1,1 @@
+"""MAIRA-2 adapter: infer.py runs in the `maira2` environment (requirements.txt)."""
