@@ -40,9 +40,12 @@ def index_cmd(
     """Build the feature index of an SAE over the training split (tokens from the shared cache)."""
     from bench.context import RunContext
     from bench.data.default import cache_root, embedded_default_root
+    from bench.devices import check_device
     from saerad.features.index import build_index
     from saerad.sae import load_sae
 
+    if device is not None:
+        device = check_device(device)  # before the data and the encoder are loaded
     root = Path(data_root) if data_root else embedded_default_root(cache_dir)
     name = "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
     ctx = RunContext(data_root=root, dataset_name=name, cache_dir=cache_dir or cache_root(), work_dir=sae,
@@ -57,35 +60,85 @@ def index_cmd(
     typer.echo(f"feature index of {idx.d_sae} features over {idx.n_images} images written to {sae}")
 
 
+SAE_HELP = "directory holding the feature index, or a `bench run --system saerad` run directory"
+
+
+def _index_source(path: Path) -> tuple[Path, Path | None]:
+    """(directory of the feature index, the labels file a run used or None) for --sae.
+
+    A run directory's manifest names the cached stages it used, which live under the cache
+    root with hashed names; accepting the run directory saves looking them up."""
+    import json
+
+    if (path / "feature_index.json").is_file() or not (path / "manifest.json").is_file():
+        return path, None  # load_index reports a directory without an index
+    try:
+        system = json.loads((path / "manifest.json").read_text())["generate"]["system"]
+        index_dir = Path(system["index_dir"])
+    except (ValueError, KeyError, TypeError):
+        raise BenchError(f"{path} is a run directory but its manifest names no feature index "
+                         "(not a finished `bench run --system saerad` run?); pass the index directory") from None
+    labels = system.get("labels")
+    return index_dir, Path(labels) if labels else None
+
+
 @features_app.command("show")
 @bench_errors
 def show(
-    feature: int = typer.Argument(..., help="feature id"),
-    sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="labels file (default: the newest labels-*.json in DIR)"),
+    feature: Optional[int] = typer.Argument(None, help="feature id (default: list the features that fire most often)"),
+    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="labels file (default: the run's, else the newest "
+                                          "labels-*.json in DIR)"),
     width: int = typer.Option(300, "--width", help="characters of each report to show (0: all)"),
+    top: int = typer.Option(20, "--top", help="without a feature id: how many features to list"),
 ) -> None:
-    """Print a feature's statistics, label and top images with their reports."""
+    """Print a feature's statistics, label and top images with their reports; without a feature
+    id, the features that fire on the most training images."""
     from rich.console import Console
     from rich.table import Table
 
     from saerad.features.index import load_index
     from saerad.features.label import load_labels
 
-    idx = load_index(sae)
-    top = idx.top(feature)
-    st = idx.stats(feature)
-    lab_path = labels or _newest_labels(sae)
-    rec = load_labels(lab_path).get(feature) if lab_path else None
+    index_dir, run_labels = _index_source(sae)
+    idx = load_index(index_dir)
+    lab_path = labels or run_labels or _newest_labels(index_dir)
+    recs = load_labels(lab_path) if lab_path else {}
     con = Console()
+    if feature is None:
+        _show_ranked(con, idx, recs, top)
+        return
+    top_images = idx.top(feature)
+    st = idx.stats(feature)
+    rec = recs.get(feature)
     con.print(f"[bold]feature {feature}[/bold]  fires on {st['n_active']} of {idx.n_images} training images "
               f"({100 * st['frequency']:.2f}%), max {st['max']:.4g}, mean when active {st['mean_active']:.4g}")
     if rec is not None:
         con.print(f"label ({rec.method}, {rec.status}): [green]{rec.label or '-'}[/green]")
+    if not top_images:
+        con.print("it never fires on the training images, so it has no top images; "
+                  f"`bench features show --sae {sae}` lists the features that fire")
+        return
     table = Table("rank", "activation", "dicom_id", "report")
-    for r, (s, act) in enumerate(top, 1):
+    for r, (s, act) in enumerate(top_images, 1):
         text = " ".join(str(s["report"]).split())
         table.add_row(str(r), f"{act:.4g}", s["dicom_id"], text if width <= 0 else text[:width])
+    con.print(table)
+
+
+def _show_ranked(con, idx, recs: dict, top: int) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    firing = int(np.count_nonzero(idx.freq))
+    con.print(f"{firing} of {idx.d_sae} features fire on at least one of {idx.n_images} training images; "
+              f"the {min(top, firing)} that fire most often:")
+    table = Table("feature", "fires on", "max", "label")
+    for f in np.argsort(-idx.freq, kind="stable")[:min(top, firing)]:
+        st = idx.stats(int(f))
+        rec = recs.get(int(f))
+        table.add_row(str(f), f"{st['n_active']} ({100 * st['frequency']:.1f}%)", f"{st['max']:.4g}",
+                      (rec.label or f"({rec.status})") if rec is not None else "")
     con.print(table)
 
 
@@ -98,7 +151,7 @@ def _newest_labels(directory: Path) -> Path | None:
 @bench_errors
 def grid(
     feature: int = typer.Argument(..., help="feature id"),
-    sae: Path = typer.Option(..., "--sae", help="directory holding the feature index"),
+    sae: Path = typer.Option(..., "--sae", help=SAE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default: DIR/feature-ID.png)"),
     cols: int = typer.Option(5, "--cols"),
 ) -> None:
@@ -106,7 +159,10 @@ def grid(
     from saerad.features.grid import save_grid
     from saerad.features.index import load_index
 
-    idx = load_index(sae)
+    idx = load_index(_index_source(sae)[0])
+    if not idx.top(feature):
+        raise BenchError(f"feature {feature} never fires on the training images, so there is nothing to draw; "
+                         f"`bench features show --sae {sae}` lists the features that fire")
     path = save_grid(idx, feature, out or Path(sae) / f"feature-{feature}.png", cols=cols)
     typer.echo(str(path))
 
@@ -178,9 +234,10 @@ def audit(
     """Per planted finding: encoder probe -> SAE feature -> label -> composed report; where it is lost."""
     import json
 
+    from bench.devices import check_device
     from saerad.audit import audit_run, markdown
 
-    result = audit_run(run, cache_dir=cache_dir, device=device)
+    result = audit_run(run, cache_dir=cache_dir, device=check_device(device))
     text = json.dumps(result.to_json(), indent=1) if as_json else markdown(result)
     typer.echo(text)
     if out:

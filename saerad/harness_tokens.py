@@ -65,6 +65,21 @@ def load_tokens(source: TokenSource, ids: Sequence[str] | None = None) -> np.nda
     return load_token_array(source)
 
 
+def load_split_tokens(split: str, data_root: Path | None = None, reports: Path | None = None,
+                      encoder: str | None = None, cache_dir: Path | None = None) -> np.ndarray:
+    """The CLS tokens of one split of a dataset, in the split's sample order, as SAE-Rad trains on them.
+
+    The token cache is shared by every dataset an encoder has seen, so training on a cache
+    directory takes them all; a split names exactly the images of one dataset's split. What
+    the cache lacks is encoded first (as `bench encode` would)."""
+    from bench.stages.data import DataConfig, open_context
+
+    ctx, ds = open_context(DataConfig(data_root=data_root, reports=reports, split=split, cache_dir=cache_dir,
+                                      encoder=encoder))
+    log.info("training tokens: the %s split of %s (%d images)", split, ctx.data_root, len(ds.samples))
+    return load_token_array(ctx.tokens(ds.samples, split))
+
+
 def read_ids_file(path: str | Path) -> list[str]:
     """One dicom_id per line; blank lines and lines starting with # are ignored."""
     path = Path(path)
@@ -77,4 +92,4 @@ def read_ids_file(path: str | Path) -> list[str]:
     return [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
 
 
-__all__ = ["is_token_cache_dir", "load_cache_tokens", "load_tokens", "read_ids_file"]
+__all__ = ["is_token_cache_dir", "load_cache_tokens", "load_split_tokens", "load_tokens", "read_ids_file"]

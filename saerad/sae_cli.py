@@ -102,8 +102,15 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 @app.command()
 @bench_errors
 def train(
-    tokens: Path = typer.Option(..., "--tokens", help="training tokens: .npy, .safetensors or a token-cache fingerprint directory"),
+    tokens: Optional[Path] = typer.Option(None, "--tokens", help="training tokens: .npy, .safetensors or a token-cache fingerprint directory"),
     out: Path = typer.Option(..., "--out", help="checkpoint directory (created; resumed with --resume)"),
+    split: Optional[str] = typer.Option(None, "--split", help="instead of --tokens: the CLS tokens of this split of the dataset "
+                                        "(--data-root), encoded into the token cache if missing"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="with --split: the dataset; default: the embedded phantom"),
+    reports: Optional[Path] = typer.Option(None, "--reports", help="with --split: report tree or zip (default: found under --data-root)"),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="with --split: encoder (default: the dataset's, as `bench run`)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="with --split: the cache root (default $SAERAD_BENCH_CACHE "
+                                             "or ~/.cache/saerad-bench)"),
     arch: Optional[str] = typer.Option(None, "--arch", help="hybrid-gated (default), gated, standard, april-update, topk"),
     expansion: Optional[int] = typer.Option(None, "--expansion", help="d_sae = expansion * d_in (default 64)"),
     d_sae: Optional[int] = typer.Option(None, "--d-sae", help="number of features; overrides --expansion"),
@@ -129,7 +136,8 @@ def train(
     """Train an SAE with the SAE-Rad recipe; writes weights, config, metrics and plots to --out."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from saerad.harness_tokens import load_tokens, read_ids_file
+    from bench.devices import check_device
+    from saerad.harness_tokens import load_split_tokens, load_tokens, read_ids_file
     from saerad.sae.checkpoint import load_metrics, read_config, save_metrics
     from saerad.sae.metrics import evaluate_sae
     from saerad.sae.plots import plot_feature_density, plot_loss_curves
@@ -150,8 +158,19 @@ def train(
     if sae_option:
         values["sae_options"] = {**values.get("sae_options", {}), **_parse_options(sae_option)}
     cfg = TrainConfig.from_dict(values)
-    id_list = read_ids_file(ids) if ids is not None else None
-    token_array = load_tokens(tokens, id_list)
+    check_device(cfg.device)
+    if (tokens is None) == (split is None):
+        raise BenchError("give the training tokens as --tokens FILE_OR_CACHE_DIR or as --split SPLIT "
+                         "(of --data-root, default the embedded phantom), one of the two")
+    if split is not None:
+        if ids is not None:
+            raise BenchError("--ids selects rows of --tokens; with --split the split's samples are the rows")
+        token_array = load_split_tokens(split, data_root, reports, encoder, cache_dir)
+    else:
+        if any(v is not None for v in (data_root, reports, encoder, cache_dir)):
+            raise BenchError("--data-root, --reports, --encoder and --cache-dir go with --split, not --tokens")
+        id_list = read_ids_file(ids) if ids is not None else None
+        token_array = load_tokens(tokens, id_list)
     trainer = Trainer(cfg, token_array, out, resume=resume)
     cfg = trainer.config  # with --target-l0, it carries the lambda found
     if trainer.calibration is not None and trainer.step == 0:
@@ -207,13 +226,14 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """L0, explained variance, MSE, dead and dense features; density histogram and loss curves."""
+    from bench.devices import check_device
     from saerad.harness_tokens import load_tokens, read_ids_file
     from saerad.sae.checkpoint import load_metrics, load_sae
     from saerad.sae.metrics import evaluate_sae
     from saerad.sae.plots import plot_feature_density, plot_loss_curves
     from saerad.sae.tokens import iter_token_chunks
 
-    sae = load_sae(sae_dir, device)
+    sae = load_sae(sae_dir, check_device(device))
     id_list = read_ids_file(ids) if ids is not None else None
     report = evaluate_sae(sae, iter_token_chunks(load_tokens(tokens, id_list), batch_size), dense_threshold)
     plot_dir = plots if plots is not None else sae_dir / "eval"
@@ -246,6 +266,9 @@ def bench(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Time one hybrid-gated training step: fast path vs dense autograd reference."""
+    from bench.devices import check_device
+
+    device = check_device(device)
     try:
         from saerad.sae.benchmark import format_benchmark, run_benchmark
     except ImportError as e:

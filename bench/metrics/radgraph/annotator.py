@@ -53,8 +53,10 @@ PYTHON_ENV = "SAERAD_RADGRAPH_PYTHON"
 MODEL_ENV = "SAERAD_RADGRAPH_MODEL"
 WORKER = Path(__file__).with_name("worker.py")
 PROTOCOL = 1
+# radgraph 0.1.18 breaks with transformers 5 (docs/metrics-rger.md), and pip would pick the newest
+INSTALL_REQUIREMENTS = f'"radgraph=={PINNED_VERSION}" "transformers>=4.39,<5" "torch>=2.1"'
 INSTALL_HINT = (f"make an environment with `python -m venv ~/radgraph-env && ~/radgraph-env/bin/pip install "
-                f"radgraph=={PINNED_VERSION}` and set {PYTHON_ENV}=~/radgraph-env/bin/python "
+                f"{INSTALL_REQUIREMENTS}` and set {PYTHON_ENV}=~/radgraph-env/bin/python "
                 f"(docs/metrics-rger.md)")
 
 
@@ -102,7 +104,7 @@ def find_env(python: str | None = None, timeout_s: float = 60.0) -> AnnotatorEnv
     if version != PINNED_VERSION:
         # Scores changed between radgraph releases: refuse rather than mix versions.
         raise MetricUnavailable(f"radgraph {version} found ({source}), but RGER is pinned to {PINNED_VERSION}",
-                                f"install radgraph=={PINNED_VERSION} in that environment")
+                                f"install {INSTALL_REQUIREMENTS} in that environment")
     return AnnotatorEnv(python_path, version, source)
 
 
