@@ -92,10 +92,12 @@ def markdown(s: dict[str, Any]) -> str:
         imp = x["impact"]["counts"]
         cps = x["categories"]["per_changed_sentence"]
         iv = x["intervals"]
+        shares = x["impact"]["shares"]
+        impacts = " / ".join(f"{imp[i]} ({_pct(shares[i])})" for i in IMPACTS)
         lines.append(f"| {name} | {x['readings']} | {_num(x['sentences_per_report'], 1)} | {c['keep']} ({_pct(r['keep'])}) "
                      f"| {c['edit']} ({_pct(r['edit'])}) | {c['delete']} ({_pct(r['delete'])}) | {c['changed']} "
                      f"({_pct(r['changed'])}) | {_num(x['changes_per_report'], 1)} | "
-                     f"{' / '.join(f'{imp[i]} ({_pct(x['impact']['shares'][i])})' for i in IMPACTS)} | "
+                     f"{impacts} | "
                      f"{_num(cps['mean'])} ± {_num(cps['sd'])} | "
                      f"{_ci(iv['significant_per_report']) if iv else 'n/a'} | "
                      f"{_ci(iv['reports_with_significant'], True) if iv else 'n/a'} |")

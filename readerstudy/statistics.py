@@ -79,11 +79,11 @@ def system_summary(verdicts: pd.DataFrame, reads: pd.DataFrame, n_bootstrap: int
     counts = {a: int(reads[a].sum()) for a in ("keep", "edit", "delete", "changed")}
     changed = sentences[sentences["action"].isin(["edit", "delete"])]
     impact = {i: int((changed["impact"] == i).sum()) for i in IMPACTS}
-    cats_per = changed["categories"].map(lambda s: len([c for c in s.split(";") if c]))
-    cat_counts = {c: int(changed["categories"].map(lambda s, c=c: c in s.split(";")).sum()) for c in CATEGORIES}
+    marked = [(set(c for c in cats.split(";") if c), imp) for cats, imp in zip(changed["categories"], changed["impact"])]
+    cats_per = pd.Series([len(m) for m, _ in marked], dtype=float)
+    cat_counts = {c: sum(c in m for m, _ in marked) for c in CATEGORIES}
     n_marks = sum(cat_counts.values())
-    by_impact = {c: {i: int(((changed["impact"] == i) & changed["categories"].map(lambda s, c=c: c in s.split(";"))).sum())
-                     for i in IMPACTS} for c in CATEGORIES}
+    by_impact = {c: {i: sum(c in m and imp == i for m, imp in marked) for i in IMPACTS} for c in CATEGORIES}
     out: dict[str, Any] = {
         "readings": n_reports, "studies": int(reads["study_id"].nunique()), "sentences": n_sent,
         "sentences_per_report": _share(n_sent, n_reports),
