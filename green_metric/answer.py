@@ -14,7 +14,8 @@ sections, each a bracketed heading followed by its lines up to a blank line:
     [Matched Findings]:
     <count>. <finding 1>; <finding 2>; ...
 
-A section may instead begin with "No" ("No errors.", "No matched findings."): zero counts.
+A section may instead begin with the word "No" or "None" ("No errors.", "No matched
+findings."): zero counts.
 The six error categories are (a) a false report of a finding, (b) a missing finding,
 (c) a finding's anatomic location or position misidentified, (d) its severity misassessed,
 (e) a comparison mentioned that the reference does not have, (f) a comparison with a prior
@@ -29,7 +30,9 @@ enter the score).
 Where GREEN's code reads an answer that lacks a section, or whose counts cannot be found, as
 zero (and so scores it 0), we raise `GreenFormatError`: the study is failed, never scored.
 Within a section that is there, a category line without a count reads as 0, as in GREEN's
-code, and a category the judge left out has no errors.
+code, and a category the judge left out has no errors. GREEN's code takes any section that
+begins with the letters "No" for an empty one, "Normal heart size" included; we require the
+word.
 """
 
 from __future__ import annotations
@@ -83,8 +86,14 @@ def _section(text: str, name: str) -> str | None:
     return None if m is None else m.group(1).strip()
 
 
+def _says_none(body: str) -> bool:
+    # "No errors.", "None.", "No matched findings": the word, not a prefix ("Normal heart size"
+    # begins with "No" too, and GREEN's own code reads it as nothing).
+    return re.match(r"(?:No|None)\b", body) is not None
+
+
 def _errors(body: str, name: str) -> tuple[int, ...]:
-    if body.startswith("No"):
+    if _says_none(body):
         return (0,) * len(CATEGORIES)
     counts: dict[str, int] = {}
     for marker, rest in _CATEGORY_LINE.findall(body):
@@ -99,7 +108,7 @@ def _errors(body: str, name: str) -> tuple[int, ...]:
 
 
 def _matched(body: str) -> int:
-    if body.startswith("No"):
+    if _says_none(body):
         return 0
     m = _MATCHED_COUNT.match(body)
     if m is None:

@@ -222,3 +222,49 @@ def test_no_orphan_server_after_bench_is_killed(tmp_path):
     finally:
         if alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # about 1-3 minutes of SmolLM2 on two shared cores
+def test_radfact_end_to_end_from_one_endpoint_file_with_a_managed_server(tmp_path):
+    """`bench score -m radfact --metric-opt radfact.judge=@llm.toml`: the file's managed
+    llama.cpp server is started for the metric, judges every study, and is gone afterwards."""
+    pytest.importorskip("llama_cpp")
+    import json
+
+    port = free_port()
+    (tmp_path / "llm.toml").write_text(f"""
+[uses]
+radfact = "local"
+
+[endpoints.local]
+kind = "openai"
+url = "http://127.0.0.1:{port}/v1"
+model = "smollm2"
+concurrency = 2
+timeout = 300
+managed = true
+
+[endpoints.local.server]
+engine = "llama-cpp"
+threads = 2
+context = 4096
+log = "{tmp_path / 'server.log'}"
+""")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text('{"id": "s1", "reference": "No pleural effusion. Heart size is normal.", '
+                     '"prediction": "Heart size is normal."}\n')
+    r = subprocess.run([*BENCH, "score", "--predictions", str(preds), "-m", "radfact",
+                        "--metric-opt", f"radfact.judge=@{tmp_path / 'llm.toml'}", "--metric-opt", "radfact.mode=batched",
+                        "--metric-opt", "radfact.n_phrase_examples=1", "--metric-opt", "radfact.n_entailment_examples=1",
+                        "--metric-opt", "radfact.progress=false", "--cache-dir", str(tmp_path / "cache"),
+                        "--bootstrap", "0", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = json.loads((tmp_path / "out" / "aggregate.json").read_text())["metrics"]["radfact"]
+    assert m["status"] == "ok" and m["n_failed_samples"] == 0
+    llm = m["config"]["llm"]
+    assert llm["usage"]["failures"] == 0 and llm["usage"]["calls"] >= 2
+    assert llm["endpoint_file"]["endpoints"] == ["local"]
+    assert llm["servers"][0]["url"] == f"http://127.0.0.1:{port}/v1"
+    assert "POST /v1/chat/completions" in (tmp_path / "server.log").read_text()
+    assert not port_in_use("127.0.0.1", port)  # stopped once the metric was done
