@@ -102,6 +102,20 @@ def serve_cmd(
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
+@app.command("simulate")
+def simulate_cmd(
+    study: Path = typer.Argument(..., help="the study directory"),
+    seed: int = typer.Option(0, "--seed"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="cache root (default $SAERAD_BENCH_CACHE)"),
+) -> None:
+    """Dry run: simulated readers fill the workbooks into returned/ (marked simulated everywhere)."""
+    need("openpyxl")
+    from readerstudy.simulate import simulate
+
+    for path in simulate(study, seed=seed, cache_dir=cache_dir):
+        console.print(f"simulated answers: {path}", highlight=False)
+
+
 @app.command("import")
 def import_cmd(
     study: Path = typer.Argument(..., help="the study directory"),

@@ -75,7 +75,7 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
             found.append(f"{name}: the workbook of {wb.reader} is returned twice ({sources[wb.reader]} and {name}); "
                          "keep one of them in returned/")
             continue
-        sources[wb.reader] = name
+        sources[wb.reader] = name + (" (simulated)" if wb.simulated else "")
         answers[wb.reader] = _check_workbook(name, wb, items[wb.reader], found)
 
     web = AnswerStore(study.store).answers()

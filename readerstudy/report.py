@@ -36,6 +36,7 @@ def import_study(root: Path, partial: bool = False, n_bootstrap: int = 1000, n_p
     else:
         summary["metric_validity"] = metric_validity(readings(got.verdicts), paths, n_bootstrap, seed)
     summary["sources"] = got.sources
+    summary["simulated"] = any(src.endswith("(simulated)") for src in got.sources.values())
     summary["left_out"] = got.left_out
     summary["export"] = {"id": manifest["export"], "settings": manifest["settings"], "dataset": manifest["dataset"],
                          "runs": [{k: r[k] for k in ("label", "system", "path", "predictions_sha256",
@@ -78,7 +79,10 @@ def _ci(iv: dict[str, float], pct: bool = False) -> str:
 
 
 def markdown(s: dict[str, Any]) -> str:
-    lines = [f"# Reader study {s['export']['id']}", "",
+    lines = [f"# Reader study {s['export']['id']}", ""]
+    if s.get("simulated"):
+        lines += ["**Simulated readers (readerstudy.simulate): a dry run of the pipeline, not a result.**", ""]
+    lines += [
              f"Readers: {', '.join(f'{r} ({src})' for r, src in s['sources'].items())}. "
              f"Intervals: 95% percentile bootstrap over studies ({s['settings']['bootstrap']['n']} resamples, "
              f"seed {s['settings']['bootstrap']['seed']}).", ""]

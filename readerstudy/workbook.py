@@ -105,6 +105,7 @@ class Returned:
     reader: str
     export_id: str
     rows: list[ReturnedRow]
+    simulated: bool = False  # written by readerstudy.simulate, not by a reader
 
 
 def _text(v) -> str:
@@ -145,4 +146,4 @@ def read_workbook(path: Path) -> Returned:
             rows.append(ReturnedRow(n, raw.get("row", ""), raw.get("sentence", ""), answer, raw))
     finally:
         wb.close()
-    return Returned(path, about.get("reader", ""), about.get("export", ""), rows)
+    return Returned(path, about.get("reader", ""), about.get("export", ""), rows, "simulated" in about)
