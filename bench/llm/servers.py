@@ -19,6 +19,7 @@ seed and greedy defaults (requests are sent at temperature 0 anyway).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
@@ -184,6 +185,9 @@ class ManagedServer:
         except OSError as e:
             self._close_log()
             raise ServerError(f"cannot start {self.command[0]}: {e}") from e
+        # Stopped at interpreter exit at the latest (a client nobody closed); the parent-death
+        # signal covers a bench that is killed without exiting.
+        atexit.register(self.stop)
         try:
             self._wait_healthy()
         except BaseException:
