@@ -171,7 +171,8 @@ class SaeRadSystem(System):
             from bench.llm import make_client
 
             self._client = make_client(self.opts.llm, self.opts.model, ctx.cache_dir / "llm" / "responses.sqlite",
-                                       max_concurrency=self.opts.llm_concurrency, timeout=self.opts.llm_timeout)
+                                       max_concurrency=self.opts.llm_concurrency, timeout=self.opts.llm_timeout,
+                                       use="saerad")
         return self._client
 
     def _recipe(self, ctx, n_train: int):
