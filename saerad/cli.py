@@ -201,7 +201,7 @@ def label(
         from bench.data.default import cache_root
         from bench.llm import make_client
 
-        client = make_client(llm, model, cache or cache_root() / "llm" / "responses.sqlite")
+        client = make_client(llm, model, cache or cache_root() / "llm" / "responses.sqlite", use="saerad")
         labeller = LLMLabeller(client, prompt, retries=retries)
         method = "llm"
     recs = label_index(idx, labeller, ids)
