@@ -117,8 +117,18 @@ class Metric(ABC):
         return {"name": self.name, "version": self.version, "description": self.description}
 
     @classmethod
+    def detail_table(cls) -> dict[str, Any] | None:
+        """A second table of this metric's aggregate values (per-finding F1, ...), shown after the
+        leaderboard: {"title": ..., "columns": [{"key", "header"}, ...]}; None (the default): none."""
+        return None
+
+    @classmethod
     def metadata(cls) -> dict[str, Any]:
-        """What tables need: columns with display names, direction, level, version."""
-        return {"name": cls.name, "version": cls.version, "higher_is_better": cls.higher_is_better,
+        """What tables need: columns with display names, direction, level, version (and the detail table)."""
+        meta = {"name": cls.name, "version": cls.version, "higher_is_better": cls.higher_is_better,
                 "level": cls.level,
                 "columns": [{"key": c, "header": cls.headers.get(c, c)} for c in cls.columns]}
+        details = cls.detail_table()
+        if details is not None:
+            meta["details"] = details
+        return meta

@@ -151,10 +151,23 @@ class LabelF1Metric(Metric):
         return confusion_statistics(rows, self.ref_columns(), self.pred_columns(), self)
 
     def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
-        """Column sums of `sufficient_statistics` (shape (..., 42)) -> leaderboard values."""
-        totals = np.asarray(totals)
-        scores = _four_scores(totals.reshape(*totals.shape[:-1], len(OBSERVATIONS), 3))
-        return {f"{self.prefix}_{k}": v for k, v in scores.items()}
+        """Column sums of `sufficient_statistics` (shape (..., 42)) -> leaderboard values and the
+        F1 of each observation (`<prefix>_f1_<observation>`, the detail table)."""
+        totals = np.asarray(totals).reshape(*np.shape(totals)[:-1], len(OBSERVATIONS), 3)
+        out = {f"{self.prefix}_{k}": v for k, v in _four_scores(totals).items()}
+        per_class = f1_from_counts(totals[..., 0], totals[..., 1], totals[..., 2])["per_class"]
+        out.update({key: per_class[..., j] for j, key in enumerate(self.finding_columns())})
+        return out
+
+    @classmethod
+    def finding_columns(cls) -> list[str]:
+        return [f"{cls.prefix}_f1_{slug(o)}" for o in OBSERVATIONS]
+
+    @classmethod
+    def detail_table(cls) -> dict:
+        # Papers now publish F1 per observation beside the averages; same F1 convention as Ma-14.
+        return {"title": f"{cls.name}: F1 per observation",
+                "columns": [{"key": key, "header": o} for key, o in zip(cls.finding_columns(), OBSERVATIONS)]}
 
     def aggregate(self, rows: pd.DataFrame) -> dict[str, float]:
         out = self.aggregate_totals(self.sufficient_statistics(rows).sum(0))

@@ -72,6 +72,8 @@ class Board:
     keys: list[str] = field(default_factory=list)  # column keys, aligned with headers
     # Quoted rows (label, cells, source), shown after the measured rows; never part of `rows`.
     published: list[tuple[str, list[Cell], str]] = field(default_factory=list)
+    # Second tables of the same runs: a metric's detail columns (per-finding F1, ...), shown after this one.
+    details: list["Board"] = field(default_factory=list)
 
 
 def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
@@ -106,6 +108,8 @@ def load_boards(runs_dir: Path, allow_mixed: bool = False, published: bool = Fal
         groups.setdefault(group_key(agg), []).append(agg)
     ordered = sorted(groups.values(), key=lambda g: -len(g))
     boards = [_board(g, allow_mixed) for g in ordered]
+    for board, group in zip(boards, ordered):
+        board.details = _detail_boards(group, allow_mixed)
     if published:
         boards += add_published(boards)
     return boards
@@ -163,12 +167,14 @@ def load_board(runs_dir: Path, allow_mixed: bool = False) -> Board:
     return boards[0]
 
 
-def _columns(aggs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(metric, column key, header) in the order the runs list them."""
+def _columns(aggs: list[dict[str, Any]], detail: bool = False) -> list[tuple[str, str, str]]:
+    """(metric, column key, header) in the order the runs list them; with `detail`, the columns of
+    the metrics' detail tables (metadata "details") instead of their leaderboard columns."""
     cols: list[tuple[str, str, str]] = []
     for agg in aggs:
         for name, m in agg["metrics"].items():
-            for c in m.get("metadata", {}).get("columns", []):
+            meta = m.get("metadata", {})
+            for c in (meta.get("details") or {}).get("columns", []) if detail else meta.get("columns", []):
                 item = (name, c["key"], c["header"])
                 if item not in cols:
                     cols.append(item)
@@ -195,8 +201,25 @@ def _reference_signatures(aggs: list[dict[str, Any]], allow_mixed: bool) -> dict
     return seen
 
 
-def _board(aggs: list[dict[str, Any]], allow_mixed: bool = False) -> Board:
-    cols = _columns(aggs)
+def _detail_boards(aggs: list[dict[str, Any]], allow_mixed: bool) -> list[Board]:
+    """One board per metric that declares a detail table, over the same runs, captioned by its title."""
+    titles: dict[str, str] = {}
+    for agg in aggs:
+        for name, m in agg["metrics"].items():
+            details = m.get("metadata", {}).get("details")
+            if details and name not in titles:
+                titles[name] = details.get("title", name)
+    boards = []
+    for name, title in titles.items():
+        only = [{**agg, "metrics": {name: agg["metrics"][name]}} for agg in aggs if name in agg["metrics"]]
+        board = _board(only, allow_mixed, detail=True)
+        board.caption = f"{title}: {board.caption}"
+        boards.append(board)
+    return boards
+
+
+def _board(aggs: list[dict[str, Any]], allow_mixed: bool = False, detail: bool = False) -> Board:
+    cols = _columns(aggs, detail)
     sigs = _reference_signatures(aggs, allow_mixed)
     notes: dict[str, str] = {}
     rows = []
@@ -279,14 +302,15 @@ def render(boards: Board | list[Board], fmt: str = "md", intervals: bool = True)
     if fmt not in ("md", "csv", "html"):
         raise BenchError(f"unknown format {fmt!r}; choose one of: md, csv, html")
     if fmt == "csv":
-        return _csv(boards)
+        return _csv([one for b in boards for one in [b, *b.details]])
     parts = []
     if len(boards) > 1:
         why = ("These runs were scored on different data (dataset fingerprint, split or unit differ), "
                "so they are shown in separate tables and must not be compared across tables.")
         parts.append(why if fmt == "md" else f"<p>{html.escape(why)}</p>")
     for b in boards:
-        parts.append(_md(b, intervals) if fmt == "md" else _html(b, intervals))
+        for one in [b, *b.details]:
+            parts.append(_md(one, intervals) if fmt == "md" else _html(one, intervals))
     return "\n".join(parts)
 
 
