@@ -76,7 +76,7 @@ def load_split_tokens(split: str, data_root: Path | None = None, reports: Path |
 
     ctx, ds = open_context(DataConfig(data_root=data_root, reports=reports, split=split, cache_dir=cache_dir,
                                       encoder=encoder))
-    log.info("training tokens: the %s split of %s (%d images)", split, ctx.data_root, len(ds.samples))
+    log.info("tokens: the %s split of %s (%d images)", split, ctx.data_root, len(ds.samples))
     return load_token_array(ctx.tokens(ds.samples, split))
 
 

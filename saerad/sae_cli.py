@@ -72,6 +72,13 @@ app = typer.Typer(help="Sparse autoencoders over encoder CLS tokens (SAE-Rad).",
                   cls=BenchErrorGroup)
 
 
+SPLIT_HELP = "instead of --tokens: the CLS tokens of this split of the dataset (--data-root), encoded into the token cache if missing"
+DATA_ROOT_HELP = "with --split: the dataset; default: the embedded phantom"
+REPORTS_HELP = "with --split: report tree or zip (default: found under --data-root)"
+ENCODER_HELP = "with --split: encoder (default: the dataset's, as `bench run`)"
+CACHE_HELP = "with --split: the cache root (default $SAERAD_BENCH_CACHE or ~/.cache/saerad-bench)"
+
+
 def _parse_options(items: list[str]) -> dict[str, Any]:
     """KEY=VALUE pairs; values are read as JSON when they parse (numbers, true/false, null)."""
     out: dict[str, Any] = {}
@@ -104,13 +111,11 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 def train(
     tokens: Optional[Path] = typer.Option(None, "--tokens", help="training tokens: .npy, .safetensors or a token-cache fingerprint directory"),
     out: Path = typer.Option(..., "--out", help="checkpoint directory (created; resumed with --resume)"),
-    split: Optional[str] = typer.Option(None, "--split", help="instead of --tokens: the CLS tokens of this split of the dataset "
-                                        "(--data-root), encoded into the token cache if missing"),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="with --split: the dataset; default: the embedded phantom"),
-    reports: Optional[Path] = typer.Option(None, "--reports", help="with --split: report tree or zip (default: found under --data-root)"),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="with --split: encoder (default: the dataset's, as `bench run`)"),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="with --split: the cache root (default $SAERAD_BENCH_CACHE "
-                                             "or ~/.cache/saerad-bench)"),
+    split: Optional[str] = typer.Option(None, "--split", help=SPLIT_HELP),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+    reports: Optional[Path] = typer.Option(None, "--reports", help=REPORTS_HELP),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=ENCODER_HELP),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_HELP),
     arch: Optional[str] = typer.Option(None, "--arch", help="hybrid-gated (default), gated, standard, april-update, topk"),
     expansion: Optional[int] = typer.Option(None, "--expansion", help="d_sae = expansion * d_in (default 64)"),
     d_sae: Optional[int] = typer.Option(None, "--d-sae", help="number of features; overrides --expansion"),
@@ -137,7 +142,6 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from bench.devices import check_device
-    from saerad.harness_tokens import load_split_tokens, load_tokens, read_ids_file
     from saerad.sae.checkpoint import load_metrics, read_config, save_metrics
     from saerad.sae.metrics import evaluate_sae
     from saerad.sae.plots import plot_feature_density, plot_loss_curves
@@ -159,18 +163,7 @@ def train(
         values["sae_options"] = {**values.get("sae_options", {}), **_parse_options(sae_option)}
     cfg = TrainConfig.from_dict(values)
     check_device(cfg.device)
-    if (tokens is None) == (split is None):
-        raise BenchError("give the training tokens as --tokens FILE_OR_CACHE_DIR or as --split SPLIT "
-                         "(of --data-root, default the embedded phantom), one of the two")
-    if split is not None:
-        if ids is not None:
-            raise BenchError("--ids selects rows of --tokens; with --split the split's samples are the rows")
-        token_array = load_split_tokens(split, data_root, reports, encoder, cache_dir)
-    else:
-        if any(v is not None for v in (data_root, reports, encoder, cache_dir)):
-            raise BenchError("--data-root, --reports, --encoder and --cache-dir go with --split, not --tokens")
-        id_list = read_ids_file(ids) if ids is not None else None
-        token_array = load_tokens(tokens, id_list)
+    token_array = _token_source(tokens, ids, split, data_root, reports, encoder, cache_dir)
     trainer = Trainer(cfg, token_array, out, resume=resume)
     cfg = trainer.config  # with --target-l0, it carries the lambda found
     if trainer.calibration is not None and trainer.step == 0:
@@ -207,6 +200,23 @@ def train(
     typer.echo(f"saved {sae.arch} SAE ({sae.d_in} -> {sae.d_sae}) to {out}")
 
 
+def _token_source(tokens: Path | None, ids: Path | None, split: str | None, data_root: Path | None,
+                  reports: Path | None, encoder: str | None, cache_dir: Path | None):
+    """The tokens of --tokens (rows chosen by --ids) or of --split of a dataset; exactly one of the two."""
+    from saerad.harness_tokens import load_split_tokens, load_tokens, read_ids_file
+
+    if (tokens is None) == (split is None):
+        raise BenchError("give the tokens as --tokens FILE_OR_CACHE_DIR or as --split SPLIT "
+                         "(of --data-root, default the embedded phantom), one of the two")
+    if split is not None:
+        if ids is not None:
+            raise BenchError("--ids selects rows of --tokens; with --split the split's samples are the rows")
+        return load_split_tokens(split, data_root, reports, encoder, cache_dir)
+    if any(v is not None for v in (data_root, reports, encoder, cache_dir)):
+        raise BenchError("--data-root, --reports, --encoder and --cache-dir go with --split, not --tokens")
+    return load_tokens(tokens, read_ids_file(ids) if ids is not None else None)
+
+
 def _format_report(d: dict[str, Any]) -> str:
     return (f"L0 {d['l0']:.2f}  explained variance {100 * d['explained_variance']:.2f}%  "
             f"MSE {d['mse']:.4g}  dead {d['dead_features']}/{d['d_sae']}  "
@@ -217,8 +227,13 @@ def _format_report(d: dict[str, Any]) -> str:
 @bench_errors
 def evaluate(
     sae_dir: Path = typer.Option(..., "--sae", help="SAE checkpoint directory"),
-    tokens: Path = typer.Option(..., "--tokens", help="evaluation tokens: .npy, .safetensors or a token-cache directory"),
+    tokens: Optional[Path] = typer.Option(None, "--tokens", help="evaluation tokens: .npy, .safetensors or a token-cache directory"),
     ids: Optional[Path] = typer.Option(None, "--ids", help="file of dicom_ids selecting rows of a token cache"),
+    split: Optional[str] = typer.Option(None, "--split", help=SPLIT_HELP),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help=DATA_ROOT_HELP),
+    reports: Optional[Path] = typer.Option(None, "--reports", help=REPORTS_HELP),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help=ENCODER_HELP),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_HELP),
     batch_size: int = typer.Option(4096, "--batch-size"),
     dense_threshold: float = typer.Option(0.1, "--dense-threshold", help="a feature firing on more than this fraction of tokens is dense"),
     plots: Optional[Path] = typer.Option(None, "--plots", help="directory for PNG plots (default: <sae>/eval)"),
@@ -227,21 +242,21 @@ def evaluate(
 ) -> None:
     """L0, explained variance, MSE, dead and dense features; density histogram and loss curves."""
     from bench.devices import check_device
-    from saerad.harness_tokens import load_tokens, read_ids_file
     from saerad.sae.checkpoint import load_metrics, load_sae
     from saerad.sae.metrics import evaluate_sae
     from saerad.sae.plots import plot_feature_density, plot_loss_curves
     from saerad.sae.tokens import iter_token_chunks
 
     sae = load_sae(sae_dir, check_device(device))
-    id_list = read_ids_file(ids) if ids is not None else None
-    report = evaluate_sae(sae, iter_token_chunks(load_tokens(tokens, id_list), batch_size), dense_threshold)
+    token_array = _token_source(tokens, ids, split, data_root, reports, encoder, cache_dir)
+    report = evaluate_sae(sae, iter_token_chunks(token_array, batch_size), dense_threshold)
     plot_dir = plots if plots is not None else sae_dir / "eval"
     plot_dir.mkdir(parents=True, exist_ok=True)
     result = report.to_dict()
     result["arch"] = sae.arch
     result["density_plot"] = str(plot_feature_density(
-        report.feature_frequency, plot_dir / "feature_density.png", title=f"{sae.arch}, {tokens.name}"))
+        report.feature_frequency, plot_dir / "feature_density.png",
+        title=f"{sae.arch}, {tokens.name if tokens is not None else f'{split} split'}"))
     history = load_metrics(sae_dir).get("history")
     if history:
         result["loss_curves_plot"] = str(plot_loss_curves(history, plot_dir / "loss_curves.png"))
