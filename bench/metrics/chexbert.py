@@ -211,12 +211,10 @@ class CheXbertLabeller:
         self.device = device
         self.batch_size = batch_size
 
-    def __call__(self, reports: Sequence[str]) -> np.ndarray:
+    def _cls_batches(self, reports: Sequence[str]):
+        """(indices into `reports`, their last-layer [CLS] states) per padded batch, longest first."""
         import torch
 
-        out = np.zeros((len(reports), N_HEADS), dtype=np.int8)
-        if not reports:
-            return out
         ids = encode(self.tokenizer, reports)
         pad = self.tokenizer.pad_token_id
         # Longest first, so that each batch pads to nearly its own length.
@@ -230,9 +228,24 @@ class CheXbertLabeller:
                 for row, i in enumerate(batch):
                     tokens[row, :len(ids[i])] = torch.tensor(ids[i])
                     mask[row, :len(ids[i])] = 1
-                logits = self.model(tokens.to(self.device), mask.to(self.device))
-                classes = torch.stack([h.argmax(dim=1) for h in logits], dim=1).cpu().numpy()
-                out[batch] = classes
+                cls = self.model.bert(tokens.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state[:, 0]
+                yield batch, cls
+
+    def __call__(self, reports: Sequence[str]) -> np.ndarray:
+        import torch
+
+        out = np.zeros((len(reports), N_HEADS), dtype=np.int8)
+        for batch, cls in self._cls_batches(reports):
+            # The model's forward in eval mode: dropout is the identity, then the 14 heads.
+            logits = [head(self.model.dropout(cls)) for head in self.model.linear_heads]
+            out[batch] = torch.stack([h.argmax(dim=1) for h in logits], dim=1).cpu().numpy()
+        return out
+
+    def embed(self, reports: Sequence[str]) -> np.ndarray:
+        """(n, hidden) float32 last-layer [CLS] states: the report embeddings SembScore compares."""
+        out = np.zeros((len(reports), self.model.bert.config.hidden_size), dtype=np.float32)
+        for batch, cls in self._cls_batches(reports):
+            out[batch] = cls.float().cpu().numpy()
         return out
 
 
