@@ -2,16 +2,18 @@
 with the readers?
 
 Inter-reader agreement, on sentences read by more than one reader:
-- action (keep / edit / delete): Cohen's kappa (scikit-learn) when sentences have two
-  readers, Fleiss' kappa (statsmodels) when they have more (on the sentences with the most
-  common number of readers);
+- action (keep / edit / delete): Cohen's kappa when sentences have two readers, Fleiss' kappa
+  when they have more (on the sentences with the most common number of readers); computed from
+  sums over sentences (`Kappa`) so that the bootstrap is fast, and pinned to scikit-learn's and
+  statsmodels' values in the tests;
 - clinical impact: Krippendorff's alpha (the krippendorff package), ordinal, with a kept
   sentence counted as "none" (no clinical impact either way) and missing readings allowed.
 
 Metric validity, per report (one system's report of one study): the readers' verdict
 (share of its sentences changed, and significant errors, each averaged over the reader who
 read it) against each automatic metric of the runs, as the report's own value of that
-metric (`readerstudy.runs.per_report_metrics`). Kendall's tau-b (scipy) with the metric
+metric (`readerstudy.runs.per_report_metrics`). Kendall's tau-b (`tau_b`, pinned to scipy's
+in the tests) with the metric
 turned so that higher is better: a metric that ranks reports as the readers do has a
 negative tau with edits and with significant errors.
 
@@ -25,8 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import kendalltau
-
 from bench.stats import bootstrap
 from readerstudy.runs import per_report_metrics
 from readerstudy.schema import ACTIONS, IMPACT_LEVEL
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def _interval(fn, rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str, float]:
-    value = fn(rows)
+    value = fn.aggregate(rows) if hasattr(fn, "aggregate") else fn(rows)
     out = {"value": value["value"], "low": float("nan"), "high": float("nan")}
     if n_bootstrap:
         iv = bootstrap(fn, rows, n_resamples=n_bootstrap, seed=seed, clusters=rows["study_id"].tolist())["value"]
@@ -43,18 +43,44 @@ def _interval(fn, rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str, 
     return out
 
 
-def _kappa(rows: pd.DataFrame, readers: list[str]) -> dict[str, float]:
-    if len(readers) == 2:
-        from sklearn.metrics import cohen_kappa_score
+class Kappa:
+    """Cohen's kappa (two readers) or Fleiss' kappa (more), from sums over sentences: an additive
+    aggregator, so the study bootstrap is one matrix product. Pinned to scikit-learn's and
+    statsmodels' values in tests/test_reader_study.py."""
 
-        a, b = rows[readers[0]].tolist(), rows[readers[1]].tolist()
-        if len(set(a) | set(b)) < 2:  # one category only: agreement beyond chance is undefined
-            return {"value": float("nan")}
-        return {"value": float(cohen_kappa_score(a, b, labels=list(ACTIONS)))}
-    from statsmodels.stats.inter_rater import fleiss_kappa
+    def __init__(self, readers: list[str]):
+        self.readers = readers
+        self.k = len(ACTIONS)
 
-    table = np.stack([(rows[readers].to_numpy() == a).sum(1) for a in ACTIONS], axis=1)
-    return {"value": float(fleiss_kappa(table, method="fleiss"))}
+    def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
+        codes = np.stack([rows[r].map({a: i for i, a in enumerate(ACTIONS)}).to_numpy(dtype=int)
+                          for r in self.readers], axis=1)  # sentences x readers
+        if len(self.readers) == 2:  # the joint table of the two readers, flattened
+            return np.eye(self.k * self.k)[codes[:, 0] * self.k + codes[:, 1]]
+        counts = np.stack([(codes == j).sum(1) for j in range(self.k)], axis=1).astype(float)  # n_ij
+        m = len(self.readers)
+        agreement = (counts * (counts - 1)).sum(1) / (m * (m - 1))  # P_i
+        return np.column_stack([counts, agreement, np.ones(len(codes))])
+
+    def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
+        t = np.asarray(totals, dtype=float)
+        k = self.k
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if len(self.readers) == 2:
+                table = t.reshape(*t.shape[:-1], k, k)
+                n = table.sum((-2, -1))
+                po = np.trace(table, axis1=-2, axis2=-1) / n
+                pe = (table.sum(-1) * table.sum(-2)).sum(-1) / n ** 2
+            else:
+                n_items = t[..., k + 1]
+                p_j = t[..., :k] / (n_items[..., None] * len(self.readers))
+                po = t[..., k] / n_items
+                pe = (p_j ** 2).sum(-1)
+            value = (po - pe) / (1 - pe)  # undefined (NaN) when chance agreement is total
+        return {"value": value}
+
+    def aggregate(self, rows: pd.DataFrame) -> dict[str, float]:
+        return {k: float(v) for k, v in self.aggregate_totals(self.sufficient_statistics(rows).sum(0)).items()}
 
 
 def inter_reader(verdicts: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -76,7 +102,7 @@ def inter_reader(verdicts: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0)
     ordered["study_id"] = grouped["study_id"].first().to_numpy()
     out["action"] = {"statistic": "Cohen's kappa" if m == 2 else "Fleiss' kappa", "readers_per_sentence": m,
                      "sentences": int(len(ordered)),
-                     **_interval(lambda rows: _kappa(rows, readers), ordered, n_bootstrap, seed)}
+                     **_interval(Kappa(readers), ordered, n_bootstrap, seed)}
     # impact: Krippendorff's alpha, ordinal, missing allowed
     v["level"] = np.where(v["action"] == "keep", 0, v["impact"].map(IMPACT_LEVEL)).astype(float)
     lv = v[v["key"].isin(multi.index)].pivot_table(index=["key", "study_id"], columns="reader", values="level",
@@ -153,7 +179,16 @@ def metric_validity(reads: pd.DataFrame, run_paths: dict[str, Any], n_bootstrap:
 
 
 def _tau(rows: pd.DataFrame, verdict: str) -> dict[str, float]:
-    x, y = rows["metric"].to_numpy(), rows[verdict].to_numpy()
-    if len(x) < 2 or np.unique(x).size < 2 or np.unique(y).size < 2:
-        return {"value": float("nan")}  # a constant side has no ranking to agree with
-    return {"value": float(kendalltau(x, y, variant="b").statistic)}
+    return {"value": tau_b(rows["metric"].to_numpy(dtype=float), rows[verdict].to_numpy(dtype=float))}
+
+
+def tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-b over all pairs, (concordant - discordant) / sqrt(pairs untied in x * pairs
+    untied in y), as scipy.stats.kendalltau(variant="b") (pinned in the tests); vectorised over
+    pairs because the bootstrap calls it a thousand times per metric. NaN when a side is constant."""
+    if len(x) < 2:
+        return float("nan")
+    dx = np.sign(x[:, None] - x[None, :])
+    dy = np.sign(y[:, None] - y[None, :])
+    denom = np.sqrt(np.abs(dx).sum() * np.abs(dy).sum())
+    return float((dx * dy).sum() / denom) if denom else float("nan")

@@ -324,3 +324,30 @@ def test_cli_errors_are_one_line(tmp_path):
     p = subprocess.run(bench + ["reader-study", "export", "--runs", str(tmp_path), "--out", str(tmp_path / "s")],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "neither a run directory nor a directory of runs" in p.stderr
+
+
+# -- the statistics' own implementations against the reference libraries ----------------------------
+
+def test_kappa_and_tau_b_equal_the_reference_libraries():
+    import pandas as pd
+    from scipy.stats import kendalltau
+    from sklearn.metrics import cohen_kappa_score
+    from statsmodels.stats.inter_rater import fleiss_kappa
+
+    from readerstudy.agreement import Kappa, tau_b
+    from readerstudy.schema import ACTIONS
+
+    rng = np.random.default_rng(0)
+    acts = np.array(ACTIONS)
+    base = rng.integers(0, 3, 60)
+    noisy = [np.where(rng.random(60) < 0.3, rng.integers(0, 3, 60), base) for _ in range(3)]
+    rows = pd.DataFrame({f"r{i}": acts[v] for i, v in enumerate(noisy)})
+    two = Kappa(["r0", "r1"]).aggregate(rows)["value"]
+    assert two == pytest.approx(cohen_kappa_score(rows["r0"], rows["r1"], labels=list(ACTIONS)))
+    three = Kappa(["r0", "r1", "r2"]).aggregate(rows)["value"]
+    table = np.stack([(rows[["r0", "r1", "r2"]].to_numpy() == a).sum(1) for a in ACTIONS], axis=1)
+    assert three == pytest.approx(fleiss_kappa(table, method="fleiss"))
+    x = rng.integers(0, 5, 40).astype(float)  # ties on both sides
+    y = x + rng.integers(-2, 3, 40)
+    assert tau_b(x, y) == pytest.approx(kendalltau(x, y, variant="b").statistic)
+    assert np.isnan(tau_b(np.ones(5), np.arange(5.0)))
