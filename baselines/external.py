@@ -141,6 +141,8 @@ class ExternalSystem(System):
             (work / "missing-ids.txt").write_text("\n".join(missing) + "\n")
         if failure is not None:
             kept = len(todo) - len(missing)
+            if not kept:  # it failed before writing anything: its own reason is the whole story
+                raise BenchError(str(failure)) from failure
             raise BenchError(f"{failure}; the {kept} samples it had written to {out} are kept, {len(missing)} "
                              f"remain ({_ids(missing)}; all in {work / 'missing-ids.txt'})") from failure
         if missing:

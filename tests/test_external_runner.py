@@ -200,7 +200,7 @@ def test_failure_names_the_commands_own_error_line(tmp_path):
                       "print('error: mymodel: weights not found', file=sys.stderr)\nprint('bye', file=sys.stderr)\n"
                       "sys.exit(2)\n")
     system = get_system("external", {"cmd": f"{sys.executable} {script}"})
-    with pytest.raises(BenchError, match="exited with 2: error: mymodel: weights not found"):
+    with pytest.raises(BenchError, match="exited with 2: mymodel: weights not found"):
         list(system.generate(queries(tmp_path, 1), ctx(tmp_path)))
 
 

@@ -79,7 +79,7 @@ def run_watched(argv: Sequence[str], *, label: str, log_dir: Path, limits: Limit
             reader.join(timeout=10)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
-        why = _reason(tail)
+        why = re.sub(rf"^error:\s*(?:{re.escape(label)}:\s*)?", "", _reason(tail))  # its own prefix, once is enough
         raise CommandFailed(f"{label} exited with {_status(proc.returncode)}"
                             + (f": {why}" if why else "") + f" (its stderr: {stderr_path})")
     return wall

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -187,18 +188,23 @@ def _build(name: str, build: Path, final: Path, requirements: Path, base: str, l
             log_file.flush()
             return proc
 
-        made = step([base, "-m", "venv", str(build)], f"making a virtual environment with {base}")
+        # The harness's own pip installs into the new environment (pip --python): bootstrapping
+        # a pip of its own (ensurepip) would take longer than installing a small requirements file.
+        own_pip = importlib.util.find_spec("pip") is not None
+        made = step([base, "-m", "venv", *(["--without-pip"] if own_pip else []), str(build)],
+                    f"making a virtual environment with {base}")
         if made.returncode != 0:
             raise BenchError(f"environment {name}: {base} -m venv failed: {_last_error(made.stdout)} (log: {log_path})")
         py = build / "bin" / "python"
-        installed = step([str(py), "-m", "pip", "install", "--no-input", "-r", str(requirements)],
+        pip = [sys.executable, "-m", "pip", "--python", str(py)] if own_pip else [str(py), "-m", "pip"]
+        installed = step([*pip, "install", "--no-input", "-r", str(requirements)],
                          f"installing {requirements} (pip; this can take minutes)")
         if installed.returncode != 0:
             culprit = failing_requirement(installed.stdout, requirements.read_text().splitlines())
             raise BenchError(f"environment {name} was not created: pip could not install {culprit} from "
                              f"{requirements}: {_last_error(installed.stdout)} (nothing was kept; full log: {log_path})")
         version = step([str(py), "-c", "import platform; print(platform.python_version())"], "reading its version")
-        frozen = step([str(py), "-m", "pip", "list", "--format=json"], "listing what pip installed")
+        frozen = step([*pip, "list", "--format=json"], "listing what pip installed")
     packages = {p["name"]: p["version"] for p in json.loads(frozen.stdout or "[]")} if frozen.returncode == 0 else {}
     return EnvRecord(name=name, path=str(final), python=str(final / "bin" / "python"),
                      python_version=version.stdout.strip(), base_python=base, requirements=str(requirements),
@@ -228,22 +234,30 @@ def failing_requirement(pip_output: str, requirement_lines: list[str]) -> str:
         m = pattern.search(pip_output)
         if m:
             return _as_written(m.group(1).strip(), requirement_lines)
+    # pip names the line it was processing: "Processing ./x.whl (from -r reqs.txt (line 3))"
+    lines = re.findall(r"\(line (\d+)\)", pip_output)
+    if lines and 0 < int(lines[-1]) <= len(requirement_lines):
+        n = int(lines[-1])
+        return f"{requirement_lines[n - 1].split('#', 1)[0].strip()!r} (line {n})"
     return "a requirement"
 
 
 def _as_written(named: str, lines: list[str]) -> str:
-    key = _norm(re.split(r"[<>=!~;\[ @]", named, maxsplit=1)[0])
+    key = _project(named)
     for i, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        if named in text or (key and _norm(re.split(r"[<>=!~;\[ @]", text, maxsplit=1)[0]) == key):
+        if text and (named in text or (key and _project(text) == key)):
             return f"{text!r} (line {i})"
     return repr(named)
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower().strip()
+def _project(req: str) -> str:
+    """The normalised project name of a requirement, also of a wheel or sdist file path."""
+    name = Path(req).name if re.search(r"\.(whl|tar\.gz|zip)$", req) else req
+    if name != req:  # a file: the project is the part of its name before the version
+        name = name.split("-", 1)[0]
+    head = re.split(r"[<>=!~;\[ @]", name, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", head).lower().strip()
 
 
 def _last_error(output: str) -> str:
