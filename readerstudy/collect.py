@@ -8,6 +8,7 @@ of them are written to results/problems.txt so that they can be fixed in one pas
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -53,6 +54,11 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
         raise BenchError(f"the unblinding key {study.key} is missing; without it answers cannot be given to systems "
                          "(restore it from the export)")
     key = json.loads(study.key.read_text())
+    for rel in ("items.jsonl", "key/unblinding-key.json"):
+        want = manifest.get("files", {}).get(rel)
+        if want and hashlib.sha256((study.root / rel).read_bytes()).hexdigest() != want:
+            raise BenchError(f"{study.root / rel} changed since the export (its sha256 is not the manifest's); "
+                             "restore it from the export: answers are matched to rows and systems through it")
     items = by_reader(read_items(study.items))
     readers = list(json.loads(study.readers.read_text())["readers"])
     found: list[str] = []
@@ -161,7 +167,8 @@ def _check_workbook(name: str, wb, items: list[Item], found: list[str]) -> dict[
             found.append(f"{where}, field {fld}: {msg}")
         if not r.answer.is_blank():
             got[r.row] = r.answer
+    present = {r.row for r in wb.rows}
     for row in expected:
-        if row not in {r.row for r in wb.rows}:
+        if row not in present:
             found.append(f"{name}, sheet {SHEET}, field row: row {row} is missing; rows must stay as sent")
     return got

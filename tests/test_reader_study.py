@@ -351,3 +351,62 @@ def test_kappa_and_tau_b_equal_the_reference_libraries():
     y = x + rng.integers(-2, 3, 40)
     assert tau_b(x, y) == pytest.approx(kendalltau(x, y, variant="b").statistic)
     assert np.isnan(tau_b(np.ones(5), np.arange(5.0)))
+
+
+def test_selection_stratifies_deals_and_is_seeded():
+    from bench.data.records import Sample
+    from readerstudy.selection import is_normal, select
+
+    normal, abnormal = "No acute cardiopulmonary process.", "Large right pleural effusion."
+    assert is_normal(normal) and not is_normal(abnormal)
+    samples = [Sample(f"s{i:02d}", f"s{i:02d}", f"st{i:02d}", "p", "test", "PA", Path("x.jpg"),
+                      normal if i < 12 else abnormal) for i in range(20)]
+    sel = select(samples, ["a", "b", "c"], n=10, readers=["r1", "r2", "r3"], seed=4, stratify=True, reads_per_study=2)
+    refs = [s.findings for s in sel.samples]
+    assert refs.count(normal) == 5 and refs.count(abnormal) == 5
+    reads = [sid for ids in sel.readings.values() for sid in ids]
+    assert len(reads) == 20 and all(reads.count(s.id) == 2 for s in sel.samples)  # each study read twice
+    assert all(len(set(ids)) == len(ids) for ids in sel.readings.values())  # never twice by one reader
+    assert sorted(len(ids) for ids in sel.readings.values()) == [6, 7, 7]
+    again = select(samples, ["a", "b", "c"], n=10, readers=["r1", "r2", "r3"], seed=4, stratify=True, reads_per_study=2)
+    assert again == sel
+    with pytest.raises(BenchError, match="abnormal studies asked for"):
+        select(samples, ["a"], n=20, readers=["r1"], seed=0, stratify=True)
+    with pytest.raises(BenchError, match="--reads-per-study must be between 1 and the number of readers"):
+        select(samples, ["a"], n=2, readers=["r1"], seed=0, reads_per_study=2)
+
+
+def test_unscored_run_makes_metric_validity_unavailable_with_the_reason(runs, tmp_path):
+    unscored = tmp_path / "unscored"
+    shutil.copytree(runs["constant"], unscored)
+    (unscored / "aggregate.json").unlink()
+    (unscored / "scores.parquet").unlink()
+    ident = json.loads((unscored / "run-identity.json").read_text())
+    ident["label"] = "unscored"
+    (unscored / "run-identity.json").write_text(json.dumps(ident))
+    sd = StudyDir(tmp_path / "s")
+    export(ExportRequest(runs=[runs["nn"], unscored], out=sd.root, n=2, readers=1, seed=0,
+                         cache_dir=runs["nn"].parent.parent / "cache"))
+    key = json.loads(sd.key.read_text())["studies"]
+    fill_workbook(sd.workbooks / "reader1.xlsx", sd.returned / "r1.xlsx",
+                  {it.row: {"action": "keep"} for it in read_items(sd.items) if not it.empty})
+    s = import_study(sd.root, n_bootstrap=0, n_permutations=10)
+    assert s["metric_validity"]["metrics"] == []
+    assert "run unscored is not scored" in s["metric_validity"]["unavailable"]["(all metrics)"]
+    assert s["systems"]["unscored"]["rates"]["keep"] == 1.0 and len(key) == 2
+    # the rows file is what answers are matched through: a changed one is refused
+    with sd.items.open("a") as fh:
+        fh.write("\n")
+    with pytest.raises(BenchError, match="items.jsonl changed since the export"):
+        import_study(sd.root, n_bootstrap=0, n_permutations=10)
+
+
+def test_missing_extra_is_a_one_line_remedy(monkeypatch):
+    import importlib.util
+
+    from readerstudy import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openpyxl" else real(name, *a))
+    with pytest.raises(BenchError, match=r"reader studies need openpyxl.*pip install 'saerad-bench\[reader-study\]'"):
+        cli.need("openpyxl", "jinja2")

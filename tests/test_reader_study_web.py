@@ -32,7 +32,8 @@ def runs(tmp_path_factory, tiny_encoder):
 
 
 def make_study(runs, out: Path) -> StudyDir:
-    export(ExportRequest(runs=[runs["nn"], runs["constant"]], out=out, n=2, readers=1, seed=5,
+    # two readers, each study read once: reader1 gets two studies, reader2 the other two
+    export(ExportRequest(runs=[runs["nn"], runs["constant"]], out=out, n=4, readers=2, reads_per_study=1, seed=5,
                          cache_dir=runs["nn"].parent.parent / "cache"))
     return StudyDir(out)
 
@@ -133,7 +134,7 @@ def test_read_with_the_keyboard_reload_finish_and_import(server, browser, runs, 
 
     base, token, study = server
     key = json.loads(study.key.read_text())["studies"]
-    items = [i for i in read_items(study.items) if not i.empty]
+    items = [i for i in read_items(study.items) if not i.empty and i.reader == "reader1"]
     browser.get(f"{base}/r/{token}")
     assert "0 of" in browser.find_element("id", "progress").text
     browser.get(f"{base}/r/{token}/case/1")
@@ -180,14 +181,15 @@ def test_read_with_the_keyboard_reload_finish_and_import(server, browser, runs, 
             break
         time.sleep(0.1)
     assert "Finished" in browser.find_element("id", "message").text
-    web = import_study(study.root, n_bootstrap=100, n_permutations=100)
-    assert web["sources"] == {"reader1": "reading page"}
+    # reader2 has not read yet: --partial analyses reader1's complete readings and says so
+    web = import_study(study.root, partial=True, n_bootstrap=100, n_permutations=100)
+    assert web["sources"] == {"reader1": "reading page"} and any("reader2" in x for x in web["left_out"])
     # the same verdicts through a workbook give the same numbers
     other = make_study(runs, tmp_path / "s")
     assert other.items.read_bytes() == study.items.read_bytes()
     fill_workbook(other.workbooks / "reader1.xlsx", other.returned / "reader1.xlsx",
                   {it.row: verdict(key[it.sample_id]["reports"][it.letter], it.sentence) for it in items})
-    wb = import_study(other.root, n_bootstrap=100, n_permutations=100)
+    wb = import_study(other.root, partial=True, n_bootstrap=100, n_permutations=100)
     assert web["systems"] == wb["systems"] and web["paired"] == wb["paired"]
     assert web["systems"]["nn"]["impact"]["counts"]["significant"] == sum(
         1 for i in items if key[i.sample_id]["reports"][i.letter] == "nn" and i.sentence > 1)
@@ -199,7 +201,14 @@ def test_unknown_link_and_paths_outside_the_study(server):
     assert status == 404 and b"This reading link does not exist" in body
     status, _ = get(f"{base}/r/not-a-reader/image/study-001.png")
     assert status == 404
-    assert get(f"{base}/r/{token}/image/study-001.png")[0] == 200
+    mine = {i.image for i in read_items(study.items) if i.reader == "reader1"}
+    theirs = {i.image for i in read_items(study.items) if i.reader == "reader2"} - mine
+    assert mine and theirs
+    assert all(get(f"{base}/r/{token}/image/{name}")[0] == 200 for name in mine)
+    # a reader sees only their own link's studies: another reader's image is not there
+    assert all(get(f"{base}/r/{token}/image/{name}")[0] == 404 for name in theirs)
+    status, body = get(f"{base}/r/{token}")
+    assert status == 200 and body.count(b"/case/") - body.count(b"Start") == 2
     for path in ("image/..%2Fkey%2Funblinding-key.json", "image/%2E%2E%2Fmanifest.json", "image/..%2F..%2Fetc%2Fpasswd",
                  "../key/unblinding-key.json", "image/unblinding-key.json"):
         status, body = get(f"{base}/r/{token}/{path}")
