@@ -52,5 +52,10 @@ class ConstantSystem(System):
         for q in queries:
             yield Prediction(q.id, self.text, prov)
 
+    @classmethod
+    def compute_parts(cls, manifest: dict) -> list:
+        """For `bench compute`: no model, so no parameters and no FLOPs."""
+        return []
+
     def config(self) -> dict:
         return {**super().config(), "text": self.text, "support": self.support}

@@ -15,7 +15,7 @@ import numpy as np
 
 from baselines.nn_search import nearest_neighbours
 from bench.data.records import Query, Sample
-from bench.errors import DataError
+from bench.errors import BenchError, DataError
 from bench.systems.base import Prediction, System
 
 log = logging.getLogger(__name__)
@@ -52,5 +52,21 @@ class NearestNeighbourSystem(System):
                              {"neighbour_dicom_id": nb.dicom_id, "neighbour_study_id": nb.study_id,
                               "distance": float(d)})
 
+    @classmethod
+    def compute_parts(cls, manifest: dict) -> list:
+        """For `bench compute`: nothing trained; per report, the search's distance products of
+        one token with every training token (counted on the meta device)."""
+        import torch
+
+        from bench.compute import Part, count_flops
+
+        n_train = int(((manifest.get("datasets") or {}).get("train") or {}).get("n", 0))
+        dim = int(manifest.get("encoder_dim") or 0)  # bench.compute adds it from the run's encoder
+        if not dim:
+            raise BenchError("nn's search cannot be counted without the run's encoder (token width)")
+        flops = count_flops(lambda: torch.empty(1, dim, device="meta") @ torch.empty(dim, n_train, device="meta"))
+        return [Part("search", 0, 0, float(flops), 0.0, f"exact L2 search over {n_train:,} training tokens")]
+
     def config(self) -> dict:
         return {**super().config(), "metric": "l2", "search": "exact, chunked matmul + float64 re-rank"}
+

@@ -121,7 +121,8 @@ class RunContext:
             from bench.encoders import load_encoder
 
             self._encoder = load_encoder(self.encoder_name, device=self.device)
-            self.used["encoder"] = {"model": self.encoder_name, "fingerprint": self._encoder.fingerprint}
+            self.used["encoder"] = {"model": self.encoder_name, "fingerprint": self._encoder.fingerprint,
+                                    **_device_record(self._encoder.device)}
         return self._encoder
 
     def tokens(self, samples: Sequence[Sample | Query], label: str) -> np.ndarray:
@@ -147,3 +148,17 @@ def _report_dict(report: Any) -> dict:
 
         return asdict(report)
     return dict(report) if isinstance(report, dict) else {"report": str(report)}
+
+
+def _device_record(device: Any) -> dict[str, str]:
+    """The device the encoder ran on, named (a GPU by its model), for timings read later."""
+    import platform
+
+    record = {"device": str(device)}
+    if getattr(device, "type", "") == "cuda":
+        import torch
+
+        record["device_name"] = f"{device} ({torch.cuda.get_device_name(device)})"
+    else:
+        record["device_name"] = f"{device} ({platform.processor() or platform.machine()})"
+    return record

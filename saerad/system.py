@@ -393,6 +393,43 @@ class SaeRadSystem(System):
                                           **usage_delta(client.usage.as_dict(), before)}
             ctx.used.setdefault("llm", {})["saerad"] = {**client.manifest(), "stages": self.llm_stages}
 
+    @classmethod
+    def compute_parts(cls, manifest: dict[str, Any]) -> list[Any]:
+        """The SAE of a run, for `bench compute`: all its parameters are trained; per report it
+        computes one token's feature activations; training is its loss and backward on one batch
+        times the steps in its checkpoint. Counted on the meta device, from the checkpoint's
+        config alone (no weights are read, nothing is computed)."""
+        from bench.compute import Part, count_flops
+        from saerad.sae.base import get_architecture
+        from saerad.sae.checkpoint import read_config
+
+        sae_dir = (manifest.get("system") or {}).get("sae_dir")
+        if not sae_dir:
+            raise BenchError("the run's manifest names no SAE checkpoint (system.sae_dir)")
+        try:
+            config = read_config(sae_dir)
+        except Exception as e:  # the SAE library's own errors are not BenchErrors
+            raise BenchError(f"cannot read the run's SAE checkpoint {sae_dir}: {e}") from e
+        arch = get_architecture(config["arch"])
+        with torch.device("meta"):
+            sae = arch(arch.config_class.from_dict(config["sae_config"]))
+        d_in = sae.config.d_in
+        train = config.get("train_config") or {}
+        steps, batch = int(train.get("steps") or config.get("step") or 0), int(train.get("batch_size") or 0)
+
+        def step() -> None:
+            sae.forward_losses(torch.empty(batch, d_in, device="meta"), float(train.get("l1_coeff", 0.0)))["loss"] \
+                .backward()
+
+        with torch.no_grad():
+            infer = count_flops(lambda: sae.feature_activations(torch.empty(1, d_in, device="meta")))
+        per_step = count_flops(step) if batch else 0
+        params = sum(p.numel() for p in sae.parameters())
+        note = f"SAE {config['arch']} {d_in}->{sae.config.d_sae}: {steps:,} steps of {batch:,}"
+        if train.get("target_l0"):
+            note += " (the target-L0 calibration trials before them are not counted)"
+        return [Part("sae", params, params, float(infer), float(per_step) * steps, note)]
+
     def config(self) -> dict[str, Any]:
         return {**super().config(), "sae_dir": str(self.sae_dir) if self.sae_dir else None,
                 "sae_fingerprint": self.sae_id, "train": self.train_info,

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def build_app() -> typer.Typer:
-    from bench.cli import check, data, env, listing, stages
+    from bench.cli import check, compute, data, env, listing, stages
 
     app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="Benchmark chest X-ray report generators (SAE-Rad, baselines, external models).")
@@ -38,6 +38,7 @@ def build_app() -> typer.Typer:
     data.register(app)
     check.register(app)
     env.register(app)
+    compute.register(app)
     _mount_plugins(app)
     return app
 
