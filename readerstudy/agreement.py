@@ -152,7 +152,8 @@ def metric_validity(reads: pd.DataFrame, run_paths: dict[str, Any], n_bootstrap:
             unavailable.setdefault(name, f"{reason} (run {run})")
         for c in cols:
             columns.setdefault((c.metric, c.column), []).append((run, c))
-    rows_out = []
+    table = reports.copy()
+    kept: list[tuple[str, str, Any]] = []
     for (metric, column), entries in sorted(columns.items()):
         if metric in unavailable:
             continue
@@ -165,21 +166,48 @@ def metric_validity(reads: pd.DataFrame, run_paths: dict[str, Any], n_bootstrap:
             continue
         c0 = entries[0][1]
         sign = 1.0 if c0.higher_is_better else -1.0
-        vals = [{"sample_id": s, "run": run, "metric": sign * per_run[run][0][(metric, column)][s]}
-                for run, _ in entries for s in samples]
-        df = reports.merge(pd.DataFrame(vals), on=["sample_id", "run"], how="left")
+        per = {(s, run): sign * per_run[run][0][(metric, column)][s] for run, _ in entries for s in samples}
+        table[f"{metric}:{column}"] = [per.get((s, r), np.nan) for s, r in zip(table["sample_id"], table["run"])]
+        kept.append((metric, column, c0))
+    if not kept:
+        return {"metrics": [], "unavailable": unavailable}
+    # One bootstrap for every metric and verdict: the same resampled studies for all of them.
+    taus = Taus([f"{m}:{c}" for m, c, _ in kept])
+    point = taus(table)
+    dist = bootstrap(taus, table, n_resamples=n_bootstrap, seed=seed,
+                     clusters=table["study_id"].tolist()) if n_bootstrap else {}
+    rows_out = []
+    for metric, column, c0 in kept:
         entry = {"metric": metric, "column": column, "header": c0.header, "signature": c0.signature,
                  "higher_is_better": c0.higher_is_better}
-        for verdict in ("edit_rate", "significant"):
-            sub = df[["study_id", "metric", verdict]].dropna()
-            entry[verdict] = {"reports": int(len(sub)), **_interval(lambda rows, vd=verdict: _tau(rows, vd), sub,
-                                                                    n_bootstrap, seed)}
+        for verdict in VERDICTS:
+            k = f"{metric}:{column}|{verdict}"
+            both = table[[f"{metric}:{column}", verdict]].notna().all(axis=1)
+            iv = dist.get(k)
+            entry[verdict] = {"reports": int(both.sum()), "value": point[k],
+                              "low": iv.low if iv else float("nan"), "high": iv.high if iv else float("nan")}
         rows_out.append(entry)
     return {"metrics": rows_out, "unavailable": unavailable}
 
 
-def _tau(rows: pd.DataFrame, verdict: str) -> dict[str, float]:
-    return {"value": tau_b(rows["metric"].to_numpy(dtype=float), rows[verdict].to_numpy(dtype=float))}
+VERDICTS = ("edit_rate", "significant")
+
+
+class Taus:
+    """rows -> tau-b of every metric column with every verdict, on the reports where both are known."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+
+    def __call__(self, rows: pd.DataFrame) -> dict[str, float]:
+        out = {}
+        verdicts = {v: rows[v].to_numpy(dtype=float) for v in VERDICTS}
+        for c in self.columns:
+            x = rows[c].to_numpy(dtype=float)
+            for v, y in verdicts.items():
+                ok = ~(np.isnan(x) | np.isnan(y))
+                out[f"{c}|{v}"] = tau_b(x[ok], y[ok])
+        return out
 
 
 def tau_b(x: np.ndarray, y: np.ndarray) -> float:
