@@ -76,28 +76,37 @@ def main() -> None:
     from green_metric.metric import GreenMetric
     from radfact.metric import RadFactMetric
 
-    out = []
+    out: list[dict[str, Any]] = []
+
+    def done(r: dict[str, Any]) -> None:  # each line as soon as it is measured (a judge on CPU is slow)
+        out.append(r)
+        if not args.json:
+            show(r)
+
+    if not args.json:
+        print(f"judge {backend.model}, {args.threads} threads, {len(refs)} studies (phantom test reports)")
+        print(f"{'metric':<20} {'requests':>9} {'prompt tok':>11} {'completion tok':>15} {'wall s':>8}  note",
+              flush=True)
     c = fresh()
     green = GreenMetric(prompt=args.green_prompt, progress=False, client=c)
     try:
         green.prompt()
-        out.append(measure("green", green, c, refs, preds))
+        done(measure("green", green, c, refs, preds))
     except MetricUnavailable as e:
-        out.append({"metric": "green", "studies": 0, "note": f"unavailable: {e.reason}"})
+        done({"metric": "green", "studies": 0, "note": f"unavailable: {e.reason}"})
     for mode in ("batched", "faithful"):
         c = fresh()
-        out.append(measure(f"radfact ({mode})", RadFactMetric(mode=mode, progress=False, client=c), c, refs, preds))
+        done(measure(f"radfact ({mode})", RadFactMetric(mode=mode, progress=False, client=c), c, refs, preds))
     if args.json:
         print(json.dumps({"model": backend.model, "threads": args.threads, "results": out}, indent=2))
+
+
+def show(r: dict[str, Any]) -> None:
+    if not r.get("studies"):
+        print(f"{r['metric']:<20} {'':>9} {'':>11} {'':>15} {'':>8}  {r['note']}", flush=True)
         return
-    print(f"judge {backend.model}, {args.threads} threads, {len(refs)} studies (phantom test reports)")
-    print(f"{'metric':<20} {'requests':>9} {'prompt tok':>11} {'completion tok':>15} {'wall s':>8}  note")
-    for r in out:
-        if not r.get("studies"):
-            print(f"{r['metric']:<20} {'':>9} {'':>11} {'':>15} {'':>8}  {r['note']}")
-            continue
-        print(f"{r['metric']:<20} {r['requests_per_study']:>9.1f} {r['prompt_tokens_per_study']:>11.0f} "
-              f"{r['completion_tokens_per_study']:>15.0f} {r['wall_s']:>8.1f}  {r['note']}")
+    print(f"{r['metric']:<20} {r['requests_per_study']:>9.1f} {r['prompt_tokens_per_study']:>11.0f} "
+          f"{r['completion_tokens_per_study']:>15.0f} {r['wall_s']:>8.1f}  {r['note']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,16 @@ def test_a_port_in_use_is_a_clear_error_before_anything_starts(capsys, monkeypat
         assert f"port {port} on 127.0.0.1 is already in use" in out
 
 
+def test_bench_serve_usage_errors_are_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out = bench_here(capsys, "serve", "llama-cpp", "/nonexistent/model.gguf")
+    assert code == 2 and "/nonexistent/model.gguf: no such file" in out and len(out.strip().splitlines()) == 1
+    code, out = bench_here(capsys, "serve", "vllm")
+    assert code == 2 and "Missing argument 'model'" in out
+    code, out = bench_here(capsys, "serve", "vllm", "m", "--port", "70000", "--dry-run")
+    assert code == 2 and "--port 70000" in out
+
+
 def test_a_server_that_exits_while_starting_shows_its_log_tail(tmp_path):
     pytest.importorskip("llama_cpp")
     bad = tmp_path / "broken.gguf"
