@@ -29,6 +29,11 @@ which explicit options override):
   tau=0              activation threshold
   indication=false, priors=false           give the LLM composer the indication / prior reports
   max_sentences=6    cap of the LLM-free composer
+  min_score=0.4, pool=sum
+                     the LLM-free composer's evidence rules (saerad/compose/llm_free.py): features
+                     stating the same finding pool their importance scores, and an abnormal
+                     finding is written only with at least min_score of it; both chosen on the
+                     phantom's training and validation splits (docs/saerad.md)
   max_features       use only the strongest N active features (default: all above tau)
   device=cpu         where the SAE runs
 """
@@ -40,7 +45,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -86,6 +91,8 @@ class SaeRadOptions(OptionsModel):
     indication: bool = False
     priors: bool = False
     max_sentences: int = Field(6, ge=1)
+    min_score: float = Field(0.4, ge=0)
+    pool: Literal["sum", "max"] = "sum"
     max_features: int | None = Field(None, ge=1)
     device: str = "cpu"
     chunk_size: int = Field(1024, ge=1)
@@ -360,11 +367,15 @@ class SaeRadSystem(System):
         from saerad.compose.llm import LLMComposer
         from saerad.compose.llm_free import compose_llm_free
 
+        def compose(fs):
+            return compose_llm_free(fs, self.opts.max_sentences, self.opts.min_score, self.opts.pool)
+
         client = self._llm(ctx)
         before = client.usage.as_dict() if client is not None else {}
         fallbacks = 0
         composer = None if client is None else LLMComposer(
-            client, self.opts.compose_prompt, indication=self.opts.indication, priors=self.opts.priors)
+            client, self.opts.compose_prompt, indication=self.opts.indication, priors=self.opts.priors,
+            fallback=compose)
         # Batches keep LLM calls concurrent while predictions still stream to disk (resume).
         batch = 64
         for start in range(0, len(samples), batch):
@@ -372,7 +383,7 @@ class SaeRadSystem(System):
             tokens = ctx.tokens(chunk, chunk[0].split)
             feats = self.active_features(tokens)
             if composer is None:
-                comps = [compose_llm_free(fs, self.opts.max_sentences) for fs in feats]
+                comps = [compose(fs) for fs in feats]
             else:
                 comps = composer.compose_many(list(zip(chunk, feats)))
                 fallbacks += sum(c.method != "llm" for c in comps)

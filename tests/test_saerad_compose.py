@@ -158,3 +158,35 @@ def test_descriptions_take_the_papers_form():
     assert feature_sentence("A small left pleural effusion.") == "This feature represents a small left pleural effusion."
     assert feature_sentence("AP view with an NG tube.") == "This feature represents AP view with an NG tube."
     assert feature_sentence("This feature represents  cardiomegaly.") == "This feature represents cardiomegaly."
+
+
+def test_one_finding_one_severity_the_stronger_features():
+    comp = compose_llm_free([F(1, 0.9, "Moderate cardiomegaly."), F(2, 0.5, "Mild cardiomegaly."),
+                             F(3, 0.4, "Large left pleural effusion."), F(4, 0.3, "Small right pleural effusion.")])
+    # Other words for a finding already stated merge into it; the other side is another finding.
+    assert comp.text == "Moderate cardiomegaly. Large left pleural effusion. Small right pleural effusion."
+    assert comp.sentences[0]["features"] == [1, 2]
+
+
+def test_floor_drops_weak_abnormal_statements_but_not_normal_ones():
+    feats = [F(1, 1.0, "Small left pleural effusion."), F(2, 0.35, "Endotracheal tube in standard position."),
+             F(3, 0.1, "No pneumothorax.")]
+    comp = compose_llm_free(feats, min_score=0.4)
+    assert comp.text == "Small left pleural effusion. No pneumothorax."
+    assert comp.dropped == [{"feature": 2, "statement": "Endotracheal tube in standard position.",
+                             "reason": "importance 0.35 below min_score 0.4"}]
+
+
+def test_pooled_evidence_of_agreeing_features_outweighs_one_stronger_feature():
+    feats = [F(1, 0.75, "Heart size is normal."), F(2, 0.5, "Severe enlargement of the cardiac silhouette."),
+             F(3, 0.4, "Moderate cardiomegaly."), F(4, 0.2, "Mild cardiomegaly.")]
+    # max: the normal heart (0.75) beats each cardiomegaly feature (0.5, 0.4, 0.2) on its own.
+    assert compose_llm_free(feats, pool="max").text == "Heart size is normal."
+    # sum: 0.5 + 0.4 + 0.2 = 1.1 > 0.75, in the strongest feature's words; the normal heart is dropped.
+    comp = compose_llm_free(feats, pool="sum", min_score=1.0)
+    assert comp.text == "Severe enlargement of the cardiac silhouette."
+    assert comp.sentences[0]["features"] == [2, 3, 4]
+    assert comp.dropped == [{"feature": 1, "statement": "Heart size is normal.",
+                             "reason": "contradicts the higher-scoring feature(s) [2, 3, 4]"}]
+    # ... and the pooled score is what the floor sees: 1.1 < 1.2.
+    assert compose_llm_free(feats, pool="sum", min_score=1.2).text == "Heart size is normal."

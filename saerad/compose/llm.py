@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from bench.data.records import Prior, Sample
 from bench.errors import BenchError
@@ -135,13 +135,15 @@ class LLMComposer:
 
     def __init__(self, client: Any, prompt: str | Path | None = None, *, indication: bool = False,
                  priors: bool = False, max_priors: int = 3, max_tokens: int = 512,
-                 temperature: float = 0.0):
+                 temperature: float = 0.0,
+                 fallback: Callable[[Sequence[ActiveFeature]], Composition] = compose_llm_free):
         if max_priors < 0:
             raise BenchError(f"max_priors must be 0 or more, got {max_priors}")
         self.client = client
         self.template = load_prompt(prompt or DEFAULT_PROMPT, required=("{features}",))
         self.indication, self.priors, self.max_priors = indication, priors, max_priors
         self.max_tokens, self.temperature = max_tokens, temperature
+        self.fallback = fallback  # the LLM-free composer, with the system's settings
 
     def render(self, sample: Sample, features: Sequence[ActiveFeature]) -> str:
         return (self.template
@@ -161,7 +163,7 @@ class LLMComposer:
             if not text:
                 # A failed call must not sink the run: fall back to the LLM-free composer
                 # and say so in the provenance.
-                comp = compose_llm_free(fs)
+                comp = self.fallback(fs)
                 comp.method = "llm-free (fallback: " + (resp.error or "empty LLM reply") + ")"
                 out.append(comp)
                 continue

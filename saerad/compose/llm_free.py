@@ -1,20 +1,36 @@
 """LLM-free report composition: the active features' descriptions joined into findings.
 
 The paper's Appendix F notes that reports can be written without an LLM by concatenating
-the descriptions of the active features; this composer does that with three rules so the
-result reads like a report rather than a list:
+the descriptions of the active features; this composer does that with rules so the result
+reads like a report rather than a list, and states a finding only when the features carry
+enough evidence for it:
 
-1. Importance order: statements are taken from the feature with the highest score first.
-2. Contradictions: a statement that contradicts an already kept one (same finding, opposite
+1. Evidence: each feature's description is split into statements. With `pool="sum"` (the
+   system's default), statements that make the same claim are one statement whose score is
+   the sum of their features' importance scores, written in the words of the strongest of
+   them. The claim of an abnormal statement is the findings and sides it asserts
+   ("Moderate cardiomegaly.", "Mild cardiomegaly." and "Severe enlargement of the cardiac
+   silhouette." are one claim); of a normal statement, the findings it calls absent; of any
+   other, its content words. Three features that weakly agree can so outweigh one strong
+   feature that disagrees. `pool="max"` keeps each feature's own score (no pooling).
+2. Importance order: statements are taken strongest first.
+3. Floor: an abnormal statement is written only if its score is at least `min_score`.
+   Weakly firing features are where the labels are least reliable: a feature whose strongest
+   training images all show a pacemaker also fires, weakly, on images without one. Normal
+   statements are exempt: they assert no finding, and a contradicting abnormal statement
+   that scores higher still removes them.
+4. Contradictions: a statement that contradicts an already kept one (same finding, opposite
    polarity, overlapping side: "no pleural effusion" vs "small left pleural effusion") is
    dropped, so the higher-scoring of the two survives.
-3. Duplicates: a statement whose words (minus filler) equal, contain or are contained in those
-   of a kept one with no contradiction is merged into it; the kept sentence lists both
-   features as its sources.
+5. Duplicates: a statement whose words (minus filler) equal, contain or are contained in those
+   of a kept one with no contradiction is merged into it, and so is an abnormal statement
+   about a finding and side that a kept one already asserts (one finding, one severity: the
+   stronger one's); the kept sentence lists all their features as its sources.
 
-Abnormal statements come first, in importance order; normal statements (only absent or
-normal findings, e.g. "Heart size is normal.") close the report, and are there only if
-nothing kept contradicts them. At most `max_sentences` sentences are written.
+Abnormal statements come first, in score order; normal statements (only absent or normal
+findings, e.g. "Heart size is normal.") close the report, and are there only if nothing kept
+contradicts them. At most `max_sentences` sentences are written. Every statement left out is
+listed in `Composition.dropped` with its reason.
 """
 
 from __future__ import annotations
@@ -52,20 +68,40 @@ def content_words(text: str) -> frozenset[str]:
 
 
 @dataclass
-class _Kept:
+class _Statement:
+    """One finding statement with the features that state it; `score` is their pooled evidence."""
+
     text: str
     words: frozenset[str]
     topics: set
     normal: bool
     features: list[int]
-    order: int
+    score: float
 
 
-def compose_llm_free(features: Sequence[ActiveFeature], max_sentences: int | None = 6) -> Composition:
-    ranked = sorted(features, key=lambda f: (-f.score, f.id))
-    kept: list[_Kept] = []
-    dropped: list[dict[str, Any]] = []
-    for f in ranked:
+def _asserted(tps: set) -> frozenset:
+    """(finding, side) pairs a statement asserts present."""
+    return frozenset((t.finding, t.side) for t in tps if t.present)
+
+
+def _claim(st: _Statement) -> frozenset:
+    """What a statement says, for pooling: the findings (and sides) it asserts present; for a
+    normal statement, the findings it calls absent; else its content words."""
+    asserted = _asserted(st.topics)
+    if asserted:
+        return asserted
+    if st.normal:
+        return frozenset(st.topics)
+    return st.words
+
+
+def _statements(features: Sequence[ActiveFeature], pool: str) -> list[_Statement]:
+    """The features' statements, strongest first; with pool="sum", statements that make the same
+    claim are one statement whose score is the sum of its features' scores (its text: the
+    strongest feature's)."""
+    out: list[_Statement] = []
+    by_claim: dict[frozenset, _Statement] = {}
+    for f in sorted(features, key=lambda f: (-f.score, f.id)):
         if not f.description:
             continue
         for sentence in split_sentences(f.description):
@@ -74,22 +110,49 @@ def compose_llm_free(features: Sequence[ActiveFeature], max_sentences: int | Non
             if not words:
                 continue
             tps = topics(text)
-            clash = next((k for k in kept if any(t.conflicts(u) for t in tps for u in k.topics)), None)
-            if clash is not None:
-                dropped.append({"feature": f.id, "statement": text,
-                                "reason": f"contradicts the higher-scoring feature(s) {clash.features}"})
-                continue
-            dup = next((k for k in kept if words <= k.words or k.words <= words), None)
-            if dup is not None:
-                if f.id not in dup.features:
-                    dup.features.append(f.id)
-                continue
-            kept.append(_Kept(text, words, tps, is_normal(text), [f.id], len(kept)))
+            st = _Statement(text, words, tps, is_normal(text), [f.id], f.score)
+            if pool == "sum":
+                same = by_claim.get(_claim(st))
+                if same is not None:
+                    if f.id not in same.features:
+                        same.features.append(f.id)
+                        same.score += f.score
+                    continue
+                by_claim[_claim(st)] = st
+            out.append(st)
+    # Pooling can reorder: three features that weakly agree outweigh one strong feature.
+    return sorted(out, key=lambda st: -st.score) if pool == "sum" else out
+
+
+def compose_llm_free(features: Sequence[ActiveFeature], max_sentences: int | None = 6,
+                     min_score: float = 0.0, pool: str = "max") -> Composition:
+    if pool not in ("max", "sum"):
+        raise ValueError(f"pool must be 'max' or 'sum', got {pool!r}")
+    kept: list[_Statement] = []
+    dropped: list[dict[str, Any]] = []
+
+    def drop(st: _Statement, reason: str) -> None:
+        dropped.extend({"feature": fid, "statement": st.text, "reason": reason} for fid in st.features)
+
+    for st in _statements(features, pool):
+        if not st.normal and st.score < min_score:
+            drop(st, f"importance {st.score:.2f} below min_score {min_score:g}")
+            continue
+        clash = next((k for k in kept if any(t.conflicts(u) for t in st.topics for u in k.topics)), None)
+        if clash is not None:
+            drop(st, f"contradicts the higher-scoring feature(s) {clash.features}")
+            continue
+        dup = next((k for k in kept if st.words <= k.words or k.words <= st.words), None)
+        if dup is None and not st.normal:
+            dup = next((k for k in kept if _asserted(st.topics) & _asserted(k.topics)), None)
+        if dup is not None:
+            dup.features.extend(fid for fid in st.features if fid not in dup.features)
+            continue
+        kept.append(st)
     ordered = [k for k in kept if not k.normal] + [k for k in kept if k.normal]
     if max_sentences is not None and len(ordered) > max_sentences:
         for k in ordered[max_sentences:]:
-            dropped.extend({"feature": fid, "statement": k.text, "reason": "beyond max_sentences"}
-                           for fid in k.features)
+            drop(k, "beyond max_sentences")
         ordered = ordered[:max_sentences]
     sentences = [{"text": k.text, "features": k.features} for k in ordered]
     return Composition(" ".join(s["text"] for s in sentences), sentences, dropped)
