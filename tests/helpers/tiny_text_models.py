@@ -14,7 +14,8 @@ from typing import Sequence
 
 
 def write_tiny_roberta(dirpath: Path, texts: Sequence[str], hidden: int = 32, layers: int = 3,
-                       intermediate: int = 64, vocab_size: int = 600, seed: int = 0) -> Path:
+                       intermediate: int = 64, vocab_size: int = 600, seed: int = 0,
+                       initializer_range: float = 0.2) -> Path:
     """A random RobertaModel with a byte-level BPE tokenizer trained on `texts`; returns the directory."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
@@ -43,7 +44,7 @@ def write_tiny_roberta(dirpath: Path, texts: Sequence[str], hidden: int = 32, la
                            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 16),
                            intermediate_size=intermediate, max_position_embeddings=514, type_vocab_size=1,
                            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id, initializer_range=0.2)
+                           eos_token_id=tokenizer.eos_token_id, initializer_range=initializer_range)
     RobertaModel(config, add_pooling_layer=False).eval().save_pretrained(dirpath)
     return dirpath
 
@@ -52,10 +53,63 @@ def write_tiny_bert(dirpath: Path, vocab: Path, hidden: int = 32, layers: int = 
                     seed: int = 0) -> Path:
     """A random BertModel with the uncased WordPiece vocabulary `vocab`; returns the directory."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
+
+    dirpath = write_tiny_bert_tokenizer(dirpath, vocab)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=max(1, hidden // 16), intermediate_size=intermediate,
+                        initializer_range=0.2)
+    BertModel(config, add_pooling_layer=False).eval().save_pretrained(dirpath)
+    return dirpath
+
+
+# RaTE-NER's label set: B-/I- tags of its five entity types, and O.
+RATE_NER_LABELS = ("O", "B-ABNORMALITY", "I-ABNORMALITY", "B-NON-ABNORMALITY", "I-NON-ABNORMALITY", "B-DISEASE",
+                   "I-DISEASE", "B-NON-DISEASE", "I-NON-DISEASE", "B-ANATOMY", "I-ANATOMY")
+
+
+def write_tiny_deberta_ner(dirpath: Path, vocab: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random DebertaV2ForTokenClassification with RaTE-NER's labels (the architecture of
+    Angelakeke/RaTE-NER-Deberta) and the uncased WordPiece tokenizer; returns the directory."""
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForTokenClassification
+
+    dirpath = write_tiny_bert_tokenizer(dirpath, vocab)
+    torch.manual_seed(seed)
+    config = DebertaV2Config(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=max(1, hidden // 16), intermediate_size=2 * hidden,
+                             max_position_embeddings=512, relative_attention=True, position_buckets=64,
+                             pos_att_type=["p2c", "c2p"], initializer_range=0.5,
+                             id2label=dict(enumerate(RATE_NER_LABELS)),
+                             label2id={label: i for i, label in enumerate(RATE_NER_LABELS)})
+    DebertaV2ForTokenClassification(config).eval().save_pretrained(dirpath)
+    return dirpath
+
+
+def write_tiny_mpnet(dirpath: Path, vocab: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A random MPNetModel (the architecture of FremyCompany/BioLORD-2023-C) with the uncased
+    WordPiece tokenizer; returns the directory."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel
+
+    dirpath = write_tiny_bert_tokenizer(dirpath, vocab)
+    torch.manual_seed(seed)
+    config = MPNetConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=max(1, hidden // 16), intermediate_size=2 * hidden,
+                         max_position_embeddings=514, pad_token_id=0)
+    MPNetModel(config).eval().save_pretrained(dirpath)
+    return dirpath
+
+
+def write_tiny_bert_tokenizer(dirpath: Path, vocab: Path) -> Path:
+    import shutil
+
+    from transformers import BertTokenizerFast
 
     dirpath = Path(dirpath)
     dirpath.mkdir(parents=True, exist_ok=True)
+    shutil.copy(vocab, dirpath / "vocab.txt")
     import inspect
 
     if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
@@ -64,9 +118,4 @@ def write_tiny_bert(dirpath: Path, vocab: Path, hidden: int = 32, layers: int = 
     else:
         tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=512)
     tokenizer.save_pretrained(dirpath)
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=max(1, hidden // 16), intermediate_size=intermediate,
-                        initializer_range=0.2)
-    BertModel(config, add_pooling_layer=False).eval().save_pretrained(dirpath)
     return dirpath
