@@ -154,7 +154,7 @@ def test_chexpert_plus_missing_image_and_empty_report_are_listed(cx):
     ds = load("chexpert-plus", cx, "valid")
     reasons = {(Path(k.path).name if "PNG" in k.path else k.path.split(":", 1)[1], k.reason) for k in ds.skipped}
     assert ("view1_frontal.png", "image file missing") in reasons
-    assert ("valid/patient00014/study1/view1_frontal.jpg", "report has neither findings nor impression") in reasons
+    assert ("valid/patient90414/study1/view1_frontal.jpg", "report has neither findings nor impression") in reasons
     assert ds.dropped["image file missing"] == 1
 
 

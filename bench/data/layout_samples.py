@@ -70,7 +70,8 @@ def _findings(rng: np.random.Generator) -> tuple[tuple[str, ...], str]:
 def write_iu_xray(out: Path, n_studies: int = 60, seed: int = 0) -> dict[str, int]:
     """An IU-Xray tree: the two tables, images/images_normalized/*.png and R2Gen's annotation.json.
 
-    Study 3 has only a lateral image; study 5's report has neither findings nor impression;
+    Image file names follow the release's pattern with image numbers from 9000 up (seeded),
+    so they never name a real image. Study 3 has only a lateral image; study 5's report has neither findings nor impression;
     every seventh study has the impression only; every fourth has no lateral image."""
     rng = np.random.default_rng(seed)
     out = Path(out)
@@ -90,7 +91,9 @@ def write_iu_xray(out: Path, n_studies: int = 60, seed: int = 0) -> dict[str, in
         views = [] if uid == 3 else [("Frontal", 1001)]
         if uid % 4 != 0:
             views.append(("Lateral", 2001))
-        im = 1000 + uid
+        # Image numbers from 9000 (the release's stop near 4000) and seeded: a sample's image ids
+        # (which key the token cache) never meet the real dataset's or another seed's.
+        im = 9000 + seed % 1000
         for projection, k in views:
             filename = f"{uid}_IM-{im:04d}-{k}.dcm.png"
             _image(rng, present, projection == "Lateral").save(images / filename)
@@ -111,11 +114,12 @@ def write_chexpert_plus(out: Path, n_train: int = 40, n_valid: int = 20, seed: i
 
     Studies have a frontal and (mostly) a lateral view; about half the reports have no
     findings section (as in the release, which collected impressions); the second valid
-    study's report has neither; the third valid study's frontal PNG is not written."""
+    study's report has neither; the third valid study's frontal PNG is not written. Patient
+    numbers start at 90001 (seeded), above the release's."""
     rng = np.random.default_rng(seed)
     out = Path(out)
     rows = []
-    patient = 0
+    patient = 90000 + 200 * (seed % 50)  # above the release's patient numbers, apart per seed
     for split, n in (("train", n_train), ("valid", n_valid)):
         for i in range(n):
             patient += 1

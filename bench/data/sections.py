@@ -225,8 +225,8 @@ def extract_indication(text: str) -> str:
 
 
 # The reference text each dataset reader builds from a report's findings and impression.
-# "findings" is the paper's convention (and ReXrank's findings task): the findings section,
-# the impression when a report has no findings. "findings+impression" is ReXrank's second
+# "findings" is the paper's convention (and the choice for ReXrank's findings table): the
+# findings section, the impression when a report has no findings. "findings+impression" is ReXrank's second
 # task: both sections, findings first, joined by one space (whichever exists when only one
 # does). "findings-only" never falls back, for evaluations that want findings and nothing else.
 SECTION_CHOICES = ("findings", "findings+impression", "findings-only")
