@@ -47,7 +47,9 @@ def index_cmd(
     if device is not None:
         device = check_device(device)  # before the data and the encoder are loaded
     root = Path(data_root) if data_root else embedded_default_root(cache_dir)
-    name = "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
+    from bench.data.readers import detect
+
+    name = detect(root)  # the reader the data root's files call for (MIMIC-CXR, IU-Xray, ...)
     ctx = RunContext(data_root=root, dataset_name=name, cache_dir=cache_dir or cache_root(), work_dir=sae,
                      encoder_id=encoder, device=device)
     train = ctx.dataset("train")
