@@ -283,6 +283,15 @@ def test_markers_well_formed():
                 pytest.fail(f"{doc.relative_to(REPO)}:{n + 1}: malformed docs-test marker")
 
 
+def test_fences_well_formed():
+    """A fence with text after it is neither an opening nor a closing one: the blocks after it
+    would be read inside out."""
+    for doc in DOCS:
+        for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines()):
+            if line.lstrip().startswith("```"):
+                assert _FENCE_OPEN.match(line), f"{doc.relative_to(REPO)}:{n + 1}: malformed fence {line!r}"
+
+
 def test_shell_blocks_are_tagged():
     """A block of shell commands in another language (or none) would escape the test."""
     offenders = []
