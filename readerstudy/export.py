@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,18 @@ def export(req: ExportRequest) -> dict[str, Any]:
                          "directory (readers' answers live there)")
     runs = load_runs(req.runs)
     ds = open_run_dataset(runs[0].identity, runs[0].path, req.cache_dir)
+    created = not study.root.exists()
+    try:
+        return _write(req, study, runs, ds, names)
+    except BaseException:
+        # nothing is half-exported: a failed export leaves no directory behind (it is cheap to redo)
+        shutil.rmtree(study.root, ignore_errors=True)
+        if not created:
+            study.root.mkdir()  # it was there, empty: leave it as it was
+        raise
+
+
+def _write(req: ExportRequest, study: StudyDir, runs: list, ds, names: list[str]) -> dict[str, Any]:
     labels = [r.label for r in runs]
     candidates = common_samples(ds.samples, [set(r.findings) for r in runs], labels)
     sel = select(candidates, labels, req.n, names, req.seed, req.stratify, req.reads_per_study)

@@ -128,6 +128,3 @@ def per_report_metrics(run_path: Path, sample_ids: list[str]) -> tuple[dict[tupl
                                         m.get("signature", {}).get("text", "")))
     return values, columns, unavailable
 
-
-def frame_of(values: dict[tuple[str, str], dict[str, float]]) -> pd.DataFrame:
-    return pd.DataFrame({f"{k[0]}:{k[1]}": v for k, v in values.items()})

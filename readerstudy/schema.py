@@ -41,6 +41,21 @@ class Answer:
                    str(d.get("impact") or ""), str(d.get("edit") or ""))
 
 
+def unknown_values(answer: Answer) -> list[tuple[str, str]]:
+    """(field, what is wrong) for every value outside the vocabulary: never stored, never counted."""
+    out: list[tuple[str, str]] = []
+    if answer.action and answer.action not in ACTIONS:
+        out.append(("action", f"unknown value {answer.action!r}; expected one of {', '.join(ACTIONS)}"))
+    for c in answer.categories:
+        if c not in CATEGORIES:
+            out.append(("categories", f"unknown error category {c!r}; expected some of {', '.join(CATEGORIES)}"))
+    if len(set(answer.categories)) != len(answer.categories):
+        out.append(("categories", "an error category is given twice"))
+    if answer.impact and answer.impact not in IMPACTS:
+        out.append(("impact", f"unknown value {answer.impact!r}; expected one of {', '.join(IMPACTS)}"))
+    return out
+
+
 def problems(answer: Answer, empty_report: bool = False) -> list[tuple[str, str]]:
     """(field, what is wrong) for every rule the answer breaks; [] for a complete, valid answer."""
     out: list[tuple[str, str]] = []
@@ -49,16 +64,9 @@ def problems(answer: Answer, empty_report: bool = False) -> list[tuple[str, str]
             out.append(("action", "this row stands for an empty report: there is no sentence to judge, "
                                   "leave it blank"))
         return out
-    if answer.action not in ACTIONS:
-        out.append(("action", f"unknown value {answer.action!r}; expected one of {', '.join(ACTIONS)}"
-                    if answer.action else "no action; choose keep, edit or delete"))
-    for c in answer.categories:
-        if c not in CATEGORIES:
-            out.append(("categories", f"unknown error category {c!r}; expected some of {', '.join(CATEGORIES)}"))
-    if len(set(answer.categories)) != len(answer.categories):
-        out.append(("categories", "an error category is given twice"))
-    if answer.impact and answer.impact not in IMPACTS:
-        out.append(("impact", f"unknown value {answer.impact!r}; expected one of {', '.join(IMPACTS)}"))
+    if not answer.action:
+        out.append(("action", "no action; choose keep, edit or delete"))
+    out.extend(unknown_values(answer))
     if answer.action == "keep":
         if answer.categories:
             out.append(("categories", "error categories on a kept sentence; a kept sentence has no error"))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from openpyxl import load_workbook
 from bench.errors import BenchError
 from bench.predictions import read_predictions
 from bench.sentences import split_sentences
-from helpers.reader_study import fill_workbook, make_runs
+from helpers.reader_study import fill_workbook, shared_runs
 from readerstudy.export import ExportRequest, export
 from readerstudy.items import read_items
 from readerstudy.layout import StudyDir
@@ -27,7 +25,7 @@ N, SEED = 4, 1
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_encoder) -> dict[str, Path]:
-    return make_runs(tmp_path_factory.mktemp("rs"), tiny_encoder)
+    return shared_runs(tmp_path_factory, tiny_encoder)
 
 
 def rule(run: str, reader: str, k: int) -> dict:
@@ -317,13 +315,17 @@ def test_empty_predictions_are_kept_as_empty_reports(runs, tmp_path):
     assert s["systems"]["blanked"]["readings"] == len(key)
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    bench = [sys.executable, "-c", "from bench.cli import main; main()"]
-    p = subprocess.run(bench + ["reader-study", "import", str(tmp_path)], capture_output=True, text=True)
-    assert p.returncode == 2 and "is not a reader-study directory" in p.stderr and "Traceback" not in p.stderr
-    p = subprocess.run(bench + ["reader-study", "export", "--runs", str(tmp_path), "--out", str(tmp_path / "s")],
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and "neither a run directory nor a directory of runs" in p.stderr
+def test_cli_errors_are_one_line(tmp_path, capfd):
+    from bench.cli import main
+
+    for args, text in ((["reader-study", "import", str(tmp_path)], "is not a reader-study directory"),
+                       (["reader-study", "export", "--runs", str(tmp_path), "--out", str(tmp_path / "s")],
+                        "neither a run directory nor a directory of runs")):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        err = capfd.readouterr().err
+        assert e.value.code == 2 and text in err and "Traceback" not in err
+        assert len([x for x in err.splitlines() if x.strip()]) == 1
 
 
 # -- the statistics' own implementations against the reference libraries ----------------------------
@@ -410,3 +412,21 @@ def test_missing_extra_is_a_one_line_remedy(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openpyxl" else real(name, *a))
     with pytest.raises(BenchError, match=r"reader studies need openpyxl.*pip install 'saerad-bench\[reader-study\]'"):
         cli.need("openpyxl", "jinja2")
+
+
+def test_a_failed_export_leaves_nothing_behind(runs, tmp_path, monkeypatch):
+    import readerstudy.export as ex
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ex, "write_workbook", broken)  # fault injection: the last step fails
+    with pytest.raises(OSError, match="disk full"):
+        export(ExportRequest(runs=[runs["nn"], runs["constant"]], out=tmp_path / "s", n=2,
+                             cache_dir=runs["nn"].parent.parent / "cache"))
+    assert not (tmp_path / "s").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError):
+        export(ExportRequest(runs=[runs["nn"], runs["constant"]], out=tmp_path / "empty", n=2,
+                             cache_dir=runs["nn"].parent.parent / "cache"))
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.reader_study import fill_workbook, make_runs
+from helpers.reader_study import fill_workbook, shared_runs
 from readerstudy.export import ExportRequest, export
 from readerstudy.items import read_items
 from readerstudy.layout import StudyDir
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_encoder):
-    return make_runs(tmp_path_factory.mktemp("rsweb"), tiny_encoder)
+    return shared_runs(tmp_path_factory, tiny_encoder)
 
 
 def make_study(runs, out: Path) -> StudyDir:

@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from readerstudy.items import Item, by_reader, read_items
 from readerstudy.layout import StudyDir
-from readerstudy.schema import CATEGORIES, IMPACTS, Answer, problems
+from readerstudy.schema import CATEGORIES, IMPACTS, Answer, problems, unknown_values
 from readerstudy.store import AnswerStore
 
 log = logging.getLogger(__name__)
@@ -123,9 +123,9 @@ def create_app(study: StudyDir) -> Starlette:
             return JSONResponse({"error": f"row {row} is not in this reading"}, status_code=404)
         if it.empty:
             return JSONResponse({"error": "an empty report takes no answer"}, status_code=400)
-        unknown = [m for f, m in problems(a) if "unknown" in m]
+        unknown = unknown_values(a)
         if unknown:  # never store a value outside the vocabulary
-            return JSONResponse({"error": unknown[0]}, status_code=400)
+            return JSONResponse({"error": unknown[0][1]}, status_code=400)
         store.save(r.name, row, a)
         return JSONResponse({"saved": True, "problems": [m for _, m in problems(a)],
                              "progress": r.progress(r.answers())})

@@ -16,6 +16,19 @@ from bench.stages.score import prepare_metrics, score_run
 METRICS = ["bleu", "rouge"]
 
 
+def shared_runs(tmp_path_factory, encoder: str) -> dict[str, Path]:
+    """`make_runs`, made once per test session and shared by the reader-study test modules."""
+    root = tmp_path_factory.getbasetemp() / "reader-study-runs"
+    names = ("nn", "constant", "reference", "blanked")
+    if (root / "done").exists():
+        return {n: root / ("runs-blank" if n == "blanked" else "runs") / n for n in names}
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    runs = make_runs(root, encoder)
+    (root / "done").touch()
+    return runs
+
+
 def make_runs(root: Path, encoder: str) -> dict[str, Path]:
     """nn, constant and reference runs on a 16-image phantom, scored with BLEU and ROUGE-L, and
     'blanked': the constant run with the first three predictions emptied, scored again."""
