@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bench.errors import MetricUnavailable, ModelUnavailableError
+from bench.errors import MetricUnavailable
+from bench.llm.judge import check_judge, judge_client, judge_model, no_judge
 from bench.llm.servers import judge_serving
 from bench.metrics.base import Metric
 from bench.options import OptionsModel, validate_options
@@ -44,7 +45,6 @@ USE = "green"  # this metric's name in an endpoint file's [uses] table
 PREFIX = "green"
 REMEDY = ("pass --metric-opt green.judge=openai:URL --metric-opt green.model=NAME, or an endpoint file "
           "(--metric-opt green.judge=@llm.toml); docs/green.md shows how to serve GREEN-RadLlama2-7b with vLLM")
-PROBE_TIMEOUT_S = 5.0
 SIG_COLUMNS = tuple(f"{PREFIX}_sig_{c}" for c in CATEGORIES)
 INSIG_COLUMNS = tuple(f"{PREFIX}_insig_{c}" for c in CATEGORIES)
 # The order of the sufficient statistics: a count of scored rows, then sums.
@@ -87,13 +87,8 @@ class GreenMetric(Metric):
         self.model = opts.model
         self._client = client
         self._prompt: GreenPrompt | None = None
-        if self.judge is not None and client is None:
-            from bench.llm.endpoints import is_file_spec
-
-            if is_file_spec(self.judge):
-                from bench.llm import parse_spec
-
-                self.model = parse_spec(self.judge, self.model, USE).model
+        if client is None:
+            self.model = judge_model(self.judge, self.model, USE)  # an endpoint file names it
         if client is not None and self.judge is None:
             self.judge = f"{client.backend.kind}:{client.backend.model}"
 
@@ -109,38 +104,16 @@ class GreenMetric(Metric):
     def check(self) -> None:
         """Unavailable without GREEN's prompt or a judge that answers; within seconds."""
         self.prompt()
-        if self._client is None:
-            if self.judge is None or self.judge.lower() == "none":
-                raise MetricUnavailable("no judge endpoint configured", REMEDY)
+        if self._client is None and not no_judge(self.judge):
             from bench.llm import parse_spec
 
-            parse_spec(self.judge, self.model, USE)
-        client = self.client()
-        if not self.opts.probe:
-            return
-        from bench.llm import LLMUnavailable
-
-        try:
-            client.probe(PROBE_TIMEOUT_S)
-        except LLMUnavailable as e:
-            raise MetricUnavailable(f"judge {e.reason}", e.remedy) from e
+            parse_spec(self.judge or "", self.model, USE)
+        check_judge(self.client(), self.opts.probe)
 
     def client(self) -> "LLMClient":
         if self._client is None:
-            from bench.llm import LLMUnavailable, make_client
-
-            if self.judge is None or self.judge.lower() == "none":
-                raise MetricUnavailable("no judge endpoint configured", REMEDY)
-            try:
-                client = make_client(self.judge, self.model, self.cache_path(), max_concurrency=self.opts.concurrency,
-                                     timeout=self.opts.timeout, use=USE)
-            except LLMUnavailable as e:
-                raise MetricUnavailable(f"judge {e.reason}", e.remedy) from e
-            except ModelUnavailableError as e:
-                raise MetricUnavailable(f"judge {self.judge}: {e}") from e
-            if client is None:
-                raise MetricUnavailable("no judge endpoint configured", REMEDY)
-            self._client = client
+            self._client = judge_client(self.judge, self.model, USE, REMEDY, self.cache_path(),
+                                        concurrency=self.opts.concurrency, timeout=self.opts.timeout)
         return self._client
 
     def request(self, reference: str, candidate: str) -> "ChatRequest":

@@ -20,14 +20,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from bench.errors import BenchError, MetricUnavailable
 
-log = logging.getLogger(__name__)
 
 PACKAGE = "green_score"
 FUNCTION = "make_prompt"

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bench.errors import MetricUnavailable, ModelUnavailableError
+from bench.errors import MetricUnavailable
+from bench.llm.judge import check_judge, judge_client, judge_model, no_judge
 from bench.llm.servers import judge_serving
 from bench.metrics.base import Metric
 from bench.options import OptionsModel, validate_options
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 REMEDY = ("pass --metric-opt radfact.judge=openai:URL --metric-opt radfact.model=NAME "
           "(see docs/radfact.md for serving Llama-3-70B-Instruct with vLLM)")
 REMEDY_DOWN = "check that the judge server is up and serves the model, then run again (answers already given are cached)"
-PROBE_TIMEOUT_S = 5.0
 USE = "radfact"  # this metric's name in an endpoint file's [uses] table
 
 
@@ -117,13 +117,8 @@ class RadFactMetric(Metric):
                                  n_phrase_examples=opts.n_phrase_examples,
                                  n_entailment_examples=opts.n_entailment_examples)
         self._client = client
-        if self.judge is not None and client is None:
-            from bench.llm.endpoints import is_file_spec
-
-            if is_file_spec(self.judge):  # the file names the model (and is checked now)
-                from bench.llm import parse_spec
-
-                self.model = parse_spec(self.judge, self.model, USE).model
+        if client is None:
+            self.model = judge_model(self.judge, self.model, USE)  # an endpoint file names it
         if client is not None and self.judge is None:
             self.judge = f"{client.backend.kind}:{client.backend.model}"
 
@@ -136,39 +131,17 @@ class RadFactMetric(Metric):
         """MetricUnavailable unless the judge can answer; within seconds, before any generation.
 
         A malformed judge spec stays a BenchError: it is the user's typo, not the machine's state."""
-        if self._client is None:
-            if self.judge is None or self.judge.lower() == "none":
-                raise MetricUnavailable("no judge endpoint configured", REMEDY)
+        if self._client is None and not no_judge(self.judge):
             from bench.llm import parse_spec
 
-            parse_spec(self.judge, self.model, USE)
-        client = self.client()
-        if not self.probe:
-            return
-        from bench.llm import LLMUnavailable
-
-        try:
-            client.probe(PROBE_TIMEOUT_S)
-        except LLMUnavailable as e:
-            raise MetricUnavailable(f"judge {e.reason}", e.remedy) from e
+            parse_spec(self.judge or "", self.model, USE)
+        check_judge(self.client(), self.probe)
 
     def client(self) -> "LLMClient":
         """The judge's client, built on first use (nothing is sent to the judge here)."""
         if self._client is None:
-            from bench.llm import LLMUnavailable, make_client
-
-            if self.judge is None or self.judge.lower() == "none":
-                raise MetricUnavailable("no judge endpoint configured", REMEDY)
-            try:
-                client = make_client(self.judge, self.model, self.cache_path(), max_concurrency=self.concurrency,
-                                     timeout=self.timeout, use=USE)
-            except LLMUnavailable as e:  # a key variable not set, say
-                raise MetricUnavailable(f"judge {e.reason}", e.remedy) from e
-            except ModelUnavailableError as e:  # a package or model file missing
-                raise MetricUnavailable(f"judge {self.judge}: {e}") from e
-            if client is None:  # "none" was caught above; make_client's contract allows it
-                raise MetricUnavailable("no judge endpoint configured", REMEDY)
-            self._client = client
+            self._client = judge_client(self.judge, self.model, USE, REMEDY, self.cache_path(),
+                                        concurrency=self.concurrency, timeout=self.timeout)
         return self._client
 
     # -- scoring -----------------------------------------------------------------

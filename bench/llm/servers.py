@@ -34,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 from urllib.parse import urlparse
 
 from bench.errors import BenchError, ModelUnavailableError
@@ -277,20 +277,6 @@ def host_port(url: str) -> tuple[str, int]:
     if p.hostname is None or p.port is None:
         raise BenchError(f"{url!r}: a managed server's URL needs a host and an explicit port")
     return p.hostname, p.port
-
-
-@contextlib.contextmanager
-def serving(servers: Sequence[ManagedServer]):
-    """Start every server (in order), yield, and stop them all, whatever happens."""
-    started: list[ManagedServer] = []
-    try:
-        for s in servers:
-            s.start()
-            started.append(s)
-        yield
-    finally:
-        for s in reversed(started):
-            s.stop()
 
 
 @contextlib.contextmanager
