@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.data import chexpert_plus, iu_xray
+from bench.data import chexpert_plus
 from bench.data.layout_samples import CHEXPERT_PLUS_TABLE, write_chexpert_plus, write_iu_xray
 from bench.data.readers import detect, load
 from bench.data.sections import reference_for
@@ -230,3 +230,17 @@ def test_dataset_without_data_root_is_a_one_line_error(tmp_path):
     assert len(errors) == 1 and "--dataset iu-xray needs --data-root" in errors[0]
     r = _bench("data", "export", "--dataset", "nih", "--data-root", str(tmp_path), "--out", "x.jsonl", cwd=tmp_path)
     assert r.returncode == 2 and "unknown dataset 'nih'" in r.stderr
+
+
+@pytest.mark.parametrize("unit", ["image", "study"])
+def test_every_row_is_kept_or_counted(iu, cx, unit):
+    """kept + dropped = the rows read, by reason, whatever the split, unit and limit."""
+    n_iu = len(_rows(iu / "indiana_projections.csv"))
+    for split in ("train", "test", "all"):
+        ds = load("iu-xray", iu, split, unit=unit)
+        assert len(ds.samples) + sum(ds.dropped.values()) == n_iu, (split, ds.dropped)
+    n_valid = sum(r["split"] == "valid" for r in _rows(cx / CHEXPERT_PLUS_TABLE))
+    for limit in (None, 2):
+        ds = load("chexpert-plus", cx, "valid", unit=unit, limit=limit)
+        assert len(ds.samples) + sum(ds.dropped.values()) == n_valid, (limit, ds.dropped)
+        assert limit is None or len(ds.samples) == limit

@@ -33,20 +33,15 @@ by reason in `Dataset.dropped`.
 
 from __future__ import annotations
 
-import logging
 import re
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from bench.data.images import image_problem
-from bench.data.mimic import REASON_LIMIT, REASON_STUDY_HAS_IMAGE, UNITS, _file_size, fingerprint
-from bench.data.records import Dataset, Sample, Skipped
-from bench.data.sections import check_section_choice, clean_text, no_reference_reason, reference_for
+from bench.data.collect import Collector, check_request
+from bench.data.records import Dataset, Sample
+from bench.data.sections import clean_text, no_reference_reason, reference_for
 from bench.errors import DataError
-
-log = logging.getLogger(__name__)
 
 NAME = "chexpert-plus"
 TABLE_GLOB = "df_chexpert_plus_*.csv"
@@ -115,67 +110,40 @@ def load_split(
     unit="study": one sample per study, its first usable frontal image by path, id = patient-study.
     Samples are in the table's path order.
     """
-    root = Path(root)
+    root = check_request(root, unit, sections, "CheXpert Plus", DOWNLOAD_HINT)
     split = _normalise_split(split)
-    check_section_choice(sections)
-    if unit not in UNITS:
-        raise DataError(f"unknown unit {unit!r}; choose one of: {', '.join(UNITS)}")
-    if not root.is_dir():
-        raise DataError(f"CheXpert Plus root {root} does not exist; {DOWNLOAD_HINT}")
     table = find_table(root)
     df = _read_table(table)
     in_split = df[df["split"] == split].sort_values("path_to_image", kind="stable")
     no_reason = no_reference_reason(sections)
-    dropped: Counter[str] = Counter()
-    skipped: list[Skipped] = []
-    samples: list[Sample] = []
-    sizes: dict[str, int] = {}
-    done_studies: set[str] = set()
-    listed_reports: set[str] = set()
+    out = Collector(unit, limit, check_images)
+    listed: set[str] = set()  # reports already listed (a report is shared by its study's images)
     for row in in_split.to_dict("records"):
         rel = row["path_to_image"]
         m = _STUDY.search(rel)
         if m is None:
             raise DataError(f"{table}: path_to_image {rel!r} is not of the form <split>/patientN/studyN/<view>.jpg")
         study_id = f"{m.group(1)}-{m.group(2)}"
-        if row["frontal_lateral"] != FRONTAL:
-            dropped[REASON_LATERAL] += 1
-            continue
         text, source = reference_for(clean_text(row["section_findings"]), clean_text(row["section_impression"]),
                                      sections)
-        if not text:
-            dropped[no_reason] += 1
-            if study_id not in listed_reports:  # one entry per report, not per image
-                skipped.append(Skipped(f"{table}:{rel}", no_reason))
-                listed_reports.add(study_id)
-            continue
-        if unit == "study" and study_id in done_studies:
-            dropped[REASON_STUDY_HAS_IMAGE] += 1
-            continue
-        if limit is not None and len(samples) >= limit:
-            dropped[REASON_LIMIT] += 1
-            continue
-        candidates = image_candidates(root, rel)
-        path = next((p for p in candidates if p.is_file()), candidates[0])
-        size, bad = image_problem(path) if check_images else (_file_size(path), None)
-        if bad:
-            skipped.append(Skipped(str(path), bad))
-            dropped[bad] += 1
-            continue
-        view_name = Path(rel).stem  # view1_frontal
-        sample = Sample(id=study_id if unit == "study" else f"{study_id}-{view_name}",
-                        dicom_id=f"{study_id}-{view_name}", study_id=study_id, subject_id=row["deid_patient_id"],
-                        split=split, view=row["ap_pa"] or FRONTAL, image_path=path.absolute(), findings=text,
-                        indication=clean_text(row["section_clinical_history"]) or clean_text(row["section_history"]),
-                        reference_section=source)
-        samples.append(sample)
-        sizes[sample.id] = size
-        done_studies.add(study_id)
-    counts = {reason: n for reason, n in dropped.most_common() if n}
-    log.info("CheXpert Plus %s (%s level): %d rows in the split; kept %d; skipped %d%s", split, unit, len(in_split),
-             len(samples), len(skipped), "".join(f"; {n} {r}" for r, n in counts.items()))
-    return Dataset(name=NAME, root=root, split=split, unit=unit, samples=samples, skipped=skipped,
-                   fingerprint=fingerprint(samples, sizes), dropped=counts, sections=sections)
+        if row["frontal_lateral"] != FRONTAL:
+            out.drop(REASON_LATERAL)
+        elif not text:
+            out.drop(no_reason, None if study_id in listed else f"{table}:{rel}")
+            listed.add(study_id)
+        elif out.wants(study_id):
+            candidates = image_candidates(root, rel)
+            path = next((c for c in candidates if c.is_file()), candidates[0])
+            size = out.image_size(path)
+            if size is None:
+                continue
+            view = Path(rel).stem  # view1_frontal
+            out.add(Sample(id=study_id if unit == "study" else f"{study_id}-{view}", dicom_id=f"{study_id}-{view}",
+                           study_id=study_id, subject_id=row["deid_patient_id"], split=split,
+                           view=row["ap_pa"] or FRONTAL, image_path=path.absolute(), findings=text,
+                           indication=clean_text(row["section_clinical_history"]) or clean_text(row["section_history"]),
+                           reference_section=source), size)
+    return out.dataset(NAME, "CheXpert Plus", root, split, sections, len(in_split))
 
 
 def detect(root: Path) -> bool:

@@ -26,20 +26,15 @@ by reason in `Dataset.dropped`, and files and reports that could not be used are
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from bench.data.images import image_problem
-from bench.data.mimic import REASON_LIMIT, REASON_STUDY_HAS_IMAGE, UNITS, _file_size, fingerprint
+from bench.data.collect import Collector, check_request
 from bench.data.records import Dataset, Sample, Skipped
-from bench.data.sections import check_section_choice, clean_text, no_reference_reason, reference_for
+from bench.data.sections import clean_text, no_reference_reason, reference_for
 from bench.errors import DataError
-
-log = logging.getLogger(__name__)
 
 NAME = "iu-xray"
 REPORTS_TABLE = "indiana_reports.csv"
@@ -130,81 +125,45 @@ def load_split(
     extension; unit="study": one sample per study, its first frontal image by file name,
     id = the uid. Samples are in uid order, then file name.
     """
-    root = Path(root)
+    root = check_request(root, unit, sections, "IU-Xray", DOWNLOAD_HINT)
     split = _normalise_split(split)
-    check_section_choice(sections)
-    if unit not in UNITS:
-        raise DataError(f"unknown unit {unit!r}; choose one of: {', '.join(UNITS)}")
-    if not root.is_dir():
-        raise DataError(f"IU-Xray root {root} does not exist; {DOWNLOAD_HINT}")
     reports = _read_csv(root / REPORTS_TABLE, REPORT_COLUMNS)
     projections = _read_csv(root / PROJECTIONS_TABLE, PROJECTION_COLUMNS)
     membership = read_split(root) if split != "all" else None
     images = image_dir(root)
-
-    dropped: Counter[str] = Counter()
-    skipped: list[Skipped] = []
     by_uid = {uid: row for uid, row in zip(reports["uid"], reports.to_dict("records"))}
     no_reason = no_reference_reason(sections)
+    out = Collector(unit, limit, check_images)
 
-    # Studies first: a report that cannot give a reference is dropped and listed once, whether
-    # or not it has images; its images are counted under the same reason.
+    # Reports first: one that cannot give a reference, or has no frontal image, is listed once
+    # (`Dataset.dropped` counts projection rows: its images are counted below).
     rows = projections.assign(_uid=pd.to_numeric(projections["uid"], errors="coerce"))
     rows = rows.sort_values(["_uid", "uid", "filename"], kind="stable")
+    frontal_uids = set(rows.loc[rows["projection"] == FRONTAL, "uid"])
     references: dict[str, tuple[str, str]] = {}
     for uid, row in by_uid.items():
-        if membership is not None and membership.get(uid) != split:
-            continue
-        references[uid] = reference_for(clean_text(row["findings"]), clean_text(row["impression"]), sections)
-        if not references[uid][0]:
-            skipped.append(Skipped(f"{root / REPORTS_TABLE}:uid={uid}", no_reason))
-    frontal_uids = set(rows.loc[rows["projection"] == FRONTAL, "uid"])
-    for uid, (text, _) in references.items():
-        if text and uid not in frontal_uids:
-            skipped.append(Skipped(f"{root / REPORTS_TABLE}:uid={uid}", REASON_NO_FRONTAL))
-            dropped[REASON_NO_FRONTAL] += 1
+        if membership is None or membership.get(uid) == split:
+            references[uid] = reference_for(clean_text(row["findings"]), clean_text(row["impression"]), sections)
+            problem = no_reason if not references[uid][0] else (REASON_NO_FRONTAL if uid not in frontal_uids else None)
+            if problem:
+                out.skipped.append(Skipped(f"{root / REPORTS_TABLE}:uid={uid}", problem))
 
-    samples: list[Sample] = []
-    sizes: dict[str, int] = {}
-    done_studies: set[str] = set()
     for uid, filename, projection in zip(rows["uid"], rows["filename"], rows["projection"]):
         if uid not in by_uid:
-            dropped[REASON_NO_REPORT] += 1
-            continue
-        if membership is not None and membership.get(uid) != split:
-            dropped[REASON_NOT_IN_SPLIT] += 1
-            continue
-        if projection != FRONTAL:
-            dropped[REASON_LATERAL] += 1
-            continue
-        text, source = references[uid]
-        if not text:
-            dropped[no_reason] += 1
-            continue
-        if unit == "study" and uid in done_studies:
-            dropped[REASON_STUDY_HAS_IMAGE] += 1
-            continue
-        if limit is not None and len(samples) >= limit:
-            dropped[REASON_LIMIT] += 1
-            continue
-        path = images / filename
-        size, bad = image_problem(path) if check_images else (_file_size(path), None)
-        if bad:
-            skipped.append(Skipped(str(path), bad))
-            dropped[bad] += 1
-            continue
-        row = by_uid[uid]
-        sample = Sample(id=uid if unit == "study" else _stem(filename), dicom_id=_stem(filename), study_id=uid,
-                        subject_id=uid, split=split, view=projection, image_path=path.absolute(), findings=text,
-                        indication=clean_text(row["indication"]), reference_section=source)
-        samples.append(sample)
-        sizes[sample.id] = size
-        done_studies.add(uid)
-    counts = {reason: n for reason, n in dropped.most_common() if n}
-    log.info("IU-Xray %s (%s level): %d projection rows; kept %d; skipped %d%s", split, unit, len(rows),
-             len(samples), len(skipped), "".join(f"; {n} {r}" for r, n in counts.items()))
-    return Dataset(name=NAME, root=root, split=split, unit=unit, samples=samples, skipped=skipped,
-                   fingerprint=fingerprint(samples, sizes), dropped=counts, sections=sections)
+            out.drop(REASON_NO_REPORT)
+        elif uid not in references:
+            out.drop(REASON_NOT_IN_SPLIT)
+        elif projection != FRONTAL:
+            out.drop(REASON_LATERAL)
+        elif not references[uid][0]:
+            out.drop(no_reason)
+        elif out.wants(uid) and (size := out.image_size(images / filename)) is not None:
+            text, source = references[uid]
+            out.add(Sample(id=uid if unit == "study" else _stem(filename), dicom_id=_stem(filename), study_id=uid,
+                           subject_id=uid, split=split, view=projection, image_path=(images / filename).absolute(),
+                           findings=text, indication=clean_text(by_uid[uid]["indication"]), reference_section=source),
+                    size)
+    return out.dataset(NAME, "IU-Xray", root, split, sections, len(rows))
 
 
 def _stem(filename: str) -> str:

@@ -140,7 +140,7 @@ def write_chexpert_plus(out: Path, n_train: int = 40, n_valid: int = 20, seed: i
                     png = out / "PNG" / Path(rel).with_suffix(".png")
                     png.parent.mkdir(parents=True, exist_ok=True)
                     _image(rng, present, fl == "Lateral").save(png)
-                report = (f"NARRATIVE:\nCHEST 2 VIEWS\n\nCLINICAL HISTORY: Shortness of breath.\n\n"
+                report = ("NARRATIVE:\nCHEST 2 VIEWS\n\nCLINICAL HISTORY: Shortness of breath.\n\n"
                           + (f"FINDINGS:\n{findings}\n\n" if findings else "")
                           + (f"IMPRESSION:\n{impression}\n" if impression else ""))
                 rows.append({
