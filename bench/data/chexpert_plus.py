@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.data.collect import Collector, check_request
+from bench.data.collect import Collector, check_request, normalise_split
 from bench.data.records import Dataset, Sample
 from bench.data.sections import clean_text, no_reference_reason, reference_for
 from bench.errors import DataError
@@ -88,14 +88,6 @@ def image_candidates(root: Path, path_to_image: str) -> list[Path]:
     return [root / "PNG" / png, root / png, root / "PNG" / rel, root / rel]
 
 
-def _normalise_split(split: str) -> str:
-    s = SPLIT_ALIASES.get(split.lower(), split.lower())
-    if s not in SPLITS:
-        hint = " (ReXrank evaluates on valid)" if s == "test" else ""
-        raise DataError(f"unknown CheXpert Plus split {split!r}; choose one of: {', '.join(SPLITS)}{hint}")
-    return s
-
-
 def load_split(
     root: Path,
     split: str,
@@ -111,7 +103,8 @@ def load_split(
     Samples are in the table's path order.
     """
     root = check_request(root, unit, sections, "CheXpert Plus", DOWNLOAD_HINT)
-    split = _normalise_split(split)
+    split = normalise_split(split, SPLITS, SPLIT_ALIASES, "CheXpert Plus",
+                            hints={"test": " (ReXrank evaluates on valid)"})
     table = find_table(root)
     df = _read_table(table)
     in_split = df[df["split"] == split].sort_values("path_to_image", kind="stable")

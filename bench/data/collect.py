@@ -30,6 +30,16 @@ def check_request(root: Path, unit: str, sections: str, what: str, hint: str) ->
     return root
 
 
+def normalise_split(split: str, splits: tuple[str, ...], aliases: dict[str, str], what: str,
+                    hints: dict[str, str] | None = None) -> str:
+    """`split` as the dataset names it (aliases resolved); a DataError listing the splits otherwise."""
+    s = aliases.get(split.lower(), split.lower())
+    if s not in splits:
+        hint = (hints or {}).get(s, "")
+        raise DataError(f"unknown {what} split {split!r}; choose one of: {', '.join(splits)}{hint}")
+    return s
+
+
 @dataclass
 class Collector:
     """Samples in the order offered; one image per study at study level; `limit` samples at most."""

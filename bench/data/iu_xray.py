@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.data.collect import Collector, check_request
+from bench.data.collect import Collector, check_request, normalise_split
 from bench.data.records import Dataset, Sample, Skipped
 from bench.data.sections import clean_text, no_reference_reason, reference_for
 from bench.errors import DataError
@@ -83,13 +83,6 @@ def image_dir(root: Path) -> Path:
     return root.resolve()
 
 
-def _normalise_split(split: str) -> str:
-    s = SPLIT_ALIASES.get(split.lower(), split.lower())
-    if s not in SPLITS:
-        raise DataError(f"unknown IU-Xray split {split!r}; choose one of: {', '.join(SPLITS)}")
-    return s
-
-
 def read_split(root: Path) -> dict[str, str]:
     """uid -> split ("train", "val", "test") from R2Gen's annotation.json."""
     path = root / SPLIT_FILE
@@ -126,7 +119,7 @@ def load_split(
     id = the uid. Samples are in uid order, then file name.
     """
     root = check_request(root, unit, sections, "IU-Xray", DOWNLOAD_HINT)
-    split = _normalise_split(split)
+    split = normalise_split(split, SPLITS, SPLIT_ALIASES, "IU-Xray")
     reports = _read_csv(root / REPORTS_TABLE, REPORT_COLUMNS)
     projections = _read_csv(root / PROJECTIONS_TABLE, PROJECTION_COLUMNS)
     membership = read_split(root) if split != "all" else None

@@ -49,7 +49,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from bench.data.images import REASON_IMAGE_BAD, REASON_IMAGE_MISSING, jpeg_problem  # noqa: F401 (re-exported)
+# The image checks moved to bench.data.images; their names stay importable from here.
+from bench.data.images import REASON_IMAGE_BAD, REASON_IMAGE_MISSING, jpeg_problem  # noqa: F401
 from bench.data.records import Dataset, Prior, Sample, Skipped
 from bench.data.sections import _HEADING as SECTION_HEADING
 from bench.data.sections import check_section_choice, clean_text, no_reference_reason, indication_from_sections, parse_sections, reference_for
