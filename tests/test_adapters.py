@@ -53,6 +53,7 @@ def test_left_padding_and_completion_parsing():
     # stopped by the length limit: the last token is real and kept
     assert chexagent.completion([5, 6, 7, 11, 12, 13], prompt_len=3, stop_ids={2}) == [11, 12, 13]
     assert chexagent.clean("  No acute findings.\n") == "No acute findings."
+    assert chexagent.stop_ids(2, [2, 7], None) == {2, 7}
 
 
 # -- MAIRA-2 -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,15 +29,39 @@ class AdapterError(Exception):
     """Bad input or a missing requirement: reported as one line, exit code 2."""
 
 
-def argument_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+@dataclass(frozen=True)
+class ModelCard:
+    """What an adapter says about its model: names, where weights come from, the licence
+    step a user must take, and the model card's generation length."""
+
+    name: str  # the system's name (also in option names: --opt NAME.model=...)
+    title: str
+    hub_id: str
+    weights_env: str  # the environment variable naming a local weights directory
+    licence_step: str
+    max_new_tokens: int
+
+
+def argument_parser(card: ModelCard) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=f"{card.title} findings through the ReXrank contract")
     p.add_argument("input_json")
     p.add_argument("output_json")
     p.add_argument("img_root")
+    p.add_argument("--model", default=os.environ.get(card.weights_env) or card.hub_id,
+                   help=f"local weights directory or hub id (default: ${card.weights_env}, else {card.hub_id})")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", default="cuda")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--max-new-tokens", type=int, default=card.max_new_tokens)
     return p
+
+
+def weights_for(card: ModelCard, args: argparse.Namespace) -> str:
+    """The weights directory to load, after checking the device: each missing piece is one line."""
+    check_device(card.name, args.device)
+    path = resolve_weights(card, args.model)
+    say(card.name, f"loading {args.model} from {path} on {args.device} ({args.dtype})")
+    return path
 
 
 def read_input(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -133,17 +158,17 @@ def say(name: str, text: str) -> None:
     print(f"{name}: {text}", file=sys.stderr, flush=True)
 
 
-def resolve_weights(name: str, model: str, env_var: str, licence_step: str) -> str:
+def resolve_weights(card: ModelCard, model: str) -> str:
     """A local directory with the model's weights: `model` itself when it is one, else the
     Hugging Face cache (downloading when the hub is reachable and allowed). Missing weights
     are one AdapterError naming the model, the licence step and how to provide them."""
-    remedy = (f"{licence_step}; then `hf auth login` (or HF_TOKEN) lets them download into the Hugging Face cache, "
-              f"or download them yourself and set {env_var}=/path/to/weights "
-              f"(or --opt {name}.model=/path/to/weights)")
+    remedy = (f"{card.licence_step}; then `hf auth login` (or HF_TOKEN) lets them download into the Hugging Face "
+              f"cache, or download them yourself and set {card.weights_env}=/path/to/weights "
+              f"(or --opt {card.name}.model=/path/to/weights)")
     local = Path(model).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise AdapterError(f"{local} has no config.json: not a {model_title(name)} checkpoint ({remedy})")
+            raise AdapterError(f"{local} has no config.json: not a {card.title} checkpoint ({remedy})")
         return str(local)
     if model.startswith(("/", ".", "~")):
         raise AdapterError(f"weights directory {model} does not exist ({remedy})")
@@ -151,7 +176,7 @@ def resolve_weights(name: str, model: str, env_var: str, licence_step: str) -> s
         from huggingface_hub import snapshot_download
     except ImportError:
         raise AdapterError("huggingface_hub is not installed in this environment; rebuild it with "
-                           f"`bench env create {name} --replace`") from None
+                           f"`bench env create {card.name} --replace`") from None
     try:
         return snapshot_download(model, local_files_only=True)
     except Exception:  # not in the cache: download, unless offline
@@ -164,10 +189,6 @@ def resolve_weights(name: str, model: str, env_var: str, licence_step: str) -> s
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdapterError(f"weights of {model} are not available: {type(exc).__name__}: {reason[:200]} ({remedy})") from None
-
-
-def model_title(name: str) -> str:
-    return {"chexagent": "CheXagent", "maira2": "MAIRA-2"}.get(name, name)
 
 
 def check_device(name: str, device: str) -> str:

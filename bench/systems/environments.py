@@ -158,7 +158,11 @@ class Environments:
         """One writer of the registry at a time (two `bench env create` running together)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another bench env command (a build takes minutes): say why we wait
+                log.info("waiting for another `bench env` command on %s to finish", self.root)
+                fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
     def _write(self, records: dict[str, EnvRecord]) -> None:

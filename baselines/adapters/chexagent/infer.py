@@ -13,7 +13,6 @@ and transformers are imported only to load and run the model.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,13 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # rexrank_contr
 import rexrank_contract as contract  # noqa: E402
 from rexrank_contract import AdapterError  # noqa: E402
 
-NAME = "chexagent"
-HUB_ID = "StanfordAIMI/CheXagent-2-3b"
-WEIGHTS_ENV = "SAERAD_CHEXAGENT_PATH"
-LICENCE_STEP = (f"{HUB_ID} is released under CC-BY-NC-4.0 (research, non-commercial): read and accept its terms on "
-                f"its Hugging Face page")
+CARD = contract.ModelCard(
+    name="chexagent", title="CheXagent", hub_id="StanfordAIMI/CheXagent-2-3b", weights_env="SAERAD_CHEXAGENT_PATH",
+    licence_step=("StanfordAIMI/CheXagent-2-3b is released under CC-BY-NC-4.0 (research, non-commercial): read and "
+                  "accept its terms on its Hugging Face page"),
+    max_new_tokens=512)  # the model card's generation length
 MAX_IMAGES = 2  # CheXbench's findings generation gives the model at most two images of a study
-MAX_NEW_TOKENS = 512  # the model card's generation length
 SYSTEM_TURN = "You are a helpful assistant."
 
 
@@ -82,18 +80,24 @@ def completion(row: Sequence[int], prompt_len: int, stop_ids: set[int]) -> list[
     return out
 
 
+def stop_ids(*given) -> set[int]:
+    """End-of-sequence ids from the tokenizer and the generation config (an id or a list of ids)."""
+    out: set[int] = set()
+    for g in given:
+        out.update(x for x in (g if isinstance(g, (list, tuple)) else [g]) if isinstance(x, int))
+    return out
+
+
 def clean(text: str) -> str:
     return text.strip()
 
 
 # -- the model -------------------------------------------------------------------------------
 def load(args) -> Any:
-    contract.check_device(NAME, args.device)
-    path = contract.resolve_weights(NAME, args.model, WEIGHTS_ENV, LICENCE_STEP)
+    path = contract.weights_for(CARD, args)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    contract.say(NAME, f"loading {args.model} from {path} on {args.device} ({args.dtype})")
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, torch_dtype=getattr(torch, args.dtype))
     model = model.to(args.device).eval()
@@ -106,7 +110,7 @@ def generate(loaded: Any, items: list[list[dict[str, str]]]) -> list[str]:
     tok, model, args = loaded
     prompts = [tok.apply_chat_template(conversation(tok.from_list_format(it)), add_generation_prompt=True)
                for it in items]
-    stop = {i for i in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None)) if isinstance(i, int)}
+    stop = stop_ids(tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None))
     pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(stop))
     ids, mask = left_pad(prompts, pad)
     with torch.inference_mode():
@@ -119,14 +123,11 @@ def generate(loaded: Any, items: list[list[dict[str, str]]]) -> list[str]:
 
 
 def body(argv: list[str] | None = None) -> int:
-    p = contract.argument_parser("CheXagent-2-3b findings through the ReXrank contract")
-    p.add_argument("--model", default=os.environ.get(WEIGHTS_ENV) or HUB_ID,
-                   help=f"local weights directory or hub id (default: ${WEIGHTS_ENV}, else {HUB_ID})")
-    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    p = contract.argument_parser(CARD)
     args = p.parse_args(argv)
-    return contract.run(NAME, args, prepare=lambda i, r: list_format(i, r, args.img_root),
+    return contract.run(CARD.name, args, prepare=lambda i, r: list_format(i, r, args.img_root),
                         load=lambda: load(args), generate=generate)
 
 
 if __name__ == "__main__":
-    contract.main(NAME, body)
+    contract.main(CARD.name, body)

@@ -17,7 +17,6 @@ PIL and transformers are imported only to load and run the model.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # rexrank_contr
 import rexrank_contract as contract  # noqa: E402
 from rexrank_contract import AdapterError  # noqa: E402
 
-NAME = "maira2"
-HUB_ID = "microsoft/maira-2"
-WEIGHTS_ENV = "SAERAD_MAIRA2_PATH"
-LICENCE_STEP = (f"{HUB_ID} is gated: log in on its Hugging Face page and accept its research licence "
-                f"(Microsoft Research License Agreement)")
-MAX_NEW_TOKENS = 300  # the model card's length for findings without grounding
+CARD = contract.ModelCard(
+    name="maira2", title="MAIRA-2", hub_id="microsoft/maira-2", weights_env="SAERAD_MAIRA2_PATH",
+    licence_step=("microsoft/maira-2 is gated: log in on its Hugging Face page and accept its research licence "
+                  "(Microsoft Research License Agreement)"),
+    max_new_tokens=300)  # the model card's length for findings without grounding
 FRONTAL_VIEWS = {"PA", "AP", "AP AXIAL", "PA LLD", "AP LLD", "AP RLD", "PA RLD", "FRONTAL"}
 LATERAL_VIEWS = {"LATERAL", "LL", "RL", "LAT"}
 LATERAL_MODES = ("auto", "off", "require")
@@ -105,12 +103,10 @@ def plain_findings(converted: Any) -> str:
 
 # -- the model -------------------------------------------------------------------------------
 def load(args) -> Any:
-    contract.check_device(NAME, args.device)
-    path = contract.resolve_weights(NAME, args.model, WEIGHTS_ENV, LICENCE_STEP)
+    path = contract.weights_for(CARD, args)
     import torch
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    contract.say(NAME, f"loading {args.model} from {path} on {args.device} ({args.dtype})")
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True, torch_dtype=getattr(torch, args.dtype))
     processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
     return processor, model.eval().to(args.device), args
@@ -150,15 +146,12 @@ def generate(loaded: Any, prepared: list[dict[str, Any]]) -> list[str]:
 
 
 def body(argv: list[str] | None = None) -> int:
-    p = contract.argument_parser("MAIRA-2 findings through the ReXrank contract")
-    p.add_argument("--model", default=os.environ.get(WEIGHTS_ENV) or HUB_ID,
-                   help=f"local weights directory or hub id (default: ${WEIGHTS_ENV}, else {HUB_ID})")
+    p = contract.argument_parser(CARD)
     p.add_argument("--lateral", default="auto", choices=LATERAL_MODES)
-    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     args = p.parse_args(argv)
-    return contract.run(NAME, args, prepare=lambda i, r: reporting_inputs(i, r, args.img_root, args.lateral),
+    return contract.run(CARD.name, args, prepare=lambda i, r: reporting_inputs(i, r, args.img_root, args.lateral),
                         load=lambda: load(args), generate=generate)
 
 
 if __name__ == "__main__":
-    contract.main(NAME, body)
+    contract.main(CARD.name, body)
