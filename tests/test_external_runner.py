@@ -54,7 +54,8 @@ STANDIN = textwrap.dedent("""
             time.sleep(120)
         if mode == "drop" and n == 0:
             continue
-        res[key] = rec["image_path"][0] + " | " + rec["indication"] + " | " + rec["priors"][0]["report"]
+        prior = rec["priors"][0]["report"] if rec["priors"] else "no prior"
+        res[key] = rec["image_path"][0] + " | " + rec["indication"] + " | " + prior
         if mode == "foreign":
             res[key + ".jpg"] = res.pop(key)
         tmp = out + ".tmp"
@@ -227,3 +228,43 @@ def test_malformed_output_is_an_error_naming_the_entry(tmp_path):
     system = get_system("external", {"cmd": f"{sys.executable} {script}"})
     with pytest.raises(BenchError, match="entry 'd1' has no text"):
         list(system.generate(queries(tmp_path, 1), ctx(tmp_path)))
+
+
+# -- through `bench run`: a crash mid-way, then the same command again -----------------------------
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    from bench.data.phantom import generate
+
+    root = tmp_path_factory.mktemp("phantom")
+    generate(root, n_train=20, n_test=8, seed=7, image_size=64)
+    return root
+
+
+def test_bench_run_resumes_after_the_command_crashed_half_way(tmp_path, phantom, standin, capsys, monkeypatch):
+    from bench.cli import main
+
+    script = tmp_path / "standin.py"  # written by the standin fixture
+    args = ["run", "--system", "external", "--opt", f"external.cmd={sys.executable} {script}", "--data-root",
+            str(phantom), "--limit", "5", "--metrics", "bleu", "--bootstrap", "20", "--out", str(tmp_path / "runs")]
+    preds = tmp_path / "runs/external/predictions.jsonl"
+
+    def bench_run(mode: str, k: int = 0) -> tuple[int, str]:
+        monkeypatch.setenv("MODE", mode)
+        monkeypatch.setenv("K", str(k))
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        out = capsys.readouterr()
+        return e.value.code, out.out + out.err
+
+    rc, out = bench_run("crash", k=3)
+    errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and len(errors) == 1 and "RuntimeError: CUDA out of memory" in errors[0], out
+    kept = [json.loads(x)["id"] for x in preds.read_text().splitlines()]
+    assert len(kept) == 3  # what the command had written is in the run
+    rc, out = bench_run("ok")
+    assert rc == 0, out
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert len(rows) == 5 and len({r["id"] for r in rows}) == 5
+    first, second = standin.calls()
+    assert len(first.split()) == 5 and sorted(second.split()) == sorted(set(first.split()) - set(kept))
