@@ -137,6 +137,8 @@ def report_verdicts(reads: pd.DataFrame) -> pd.DataFrame:
 def metric_validity(reads: pd.DataFrame, run_paths: dict[str, Any], n_bootstrap: int = 1000,
                     seed: int = 0) -> dict[str, Any]:
     """Kendall's tau-b between each metric and the readers' verdicts, per report."""
+    if reads.empty:
+        return {"metrics": [], "unavailable": {"(all metrics)": "no complete report reading to compare with"}}
     reports = report_verdicts(reads)
     samples = sorted(reports["sample_id"].unique())
     per_run: dict[str, tuple] = {}

@@ -74,7 +74,7 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
             found.append(f"{name}, sheet About: made for export {wb.export_id or '(none)'}, not this study's "
                          f"{manifest['export']}")
             continue
-        if wb.reader not in items:
+        if wb.reader not in readers:
             found.append(f"{name}, sheet About: unknown reader {wb.reader!r} (readers: {', '.join(readers)})")
             continue
         if wb.reader in sources:
@@ -82,7 +82,7 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
                          "keep one of them in returned/")
             continue
         sources[wb.reader] = name + (" (simulated)" if wb.simulated else "")
-        answers[wb.reader] = _check_workbook(name, wb, items[wb.reader], found)
+        answers[wb.reader] = _check_workbook(name, wb, items.get(wb.reader, []), found)
 
     web = AnswerStore(study.store).answers()
     web_by_reader: dict[str, dict[str, Answer]] = {}
@@ -92,7 +92,7 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
         rows = {r: a for r, a in rows.items() if not a.is_blank()}
         if not rows:
             continue
-        if reader not in items:
+        if reader not in readers:
             found.append(f"{study.store.name}: answers of unknown reader {reader!r}")
             continue
         if reader in sources:
@@ -100,7 +100,7 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
                          "remove the workbook from returned/ or use only the page")
             continue
         sources[reader] = "reading page"
-        known = {it.row: it for it in items[reader]}
+        known = {it.row: it for it in items.get(reader, [])}
         for row, a in rows.items():
             if row not in known:
                 found.append(f"{study.store.name}, reader {reader}, row {row}: not a row of this reader")
@@ -111,10 +111,10 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
 
     left_out: list[str] = []
     for reader in readers:
-        if reader not in sources:
+        if reader not in sources and items.get(reader):  # a reader dealt no study has nothing to return
             msg = f"{reader} has returned nothing (no workbook in returned/, no answers on the reading page)"
             (left_out if partial else found).append(msg)
-    unanswered = [(r, it) for r in sources for it in items[r] if not it.empty and it.row not in answers[r]]
+    unanswered = [(r, it) for r in sources for it in items.get(r, []) if not it.empty and it.row not in answers[r]]
     if unanswered and not partial:
         for r, it in unanswered[:50]:
             where = sources[r] if sources[r] == "reading page" else f"{sources[r]}, sheet {SHEET}"
@@ -132,7 +132,7 @@ def collect(study: StudyDir, partial: bool = False) -> Collected:
         left_out.append(f"{len(incomplete)} report readings not finished (left out whole)")
     records = []
     for reader in sources:
-        for it in items[reader]:
+        for it in items.get(reader, []):
             if (reader, it.sample_id, it.letter) in incomplete:
                 continue
             a = answers[reader].get(it.row, Answer())

@@ -116,7 +116,11 @@ def _write(req: ExportRequest, study: StudyDir, runs: list, ds, names: list[str]
     by_reader: dict[str, list[Item]] = {}
     for it in items:
         by_reader.setdefault(it.reader, []).append(it)
-    for reader in names:
+    idle = [r for r in names if not by_reader.get(r)]
+    if idle:
+        log.warning("%s get no study (%d studies, each read %d times, %d readers); they have no workbook",
+                    ", ".join(idle), len(sel.samples), req.reads_per_study or len(names), len(names))
+    for reader in (r for r in names if by_reader.get(r)):
         write_workbook(study.workbooks / f"{reader}.xlsx", reader, export_id, by_reader.get(reader, []),
                        study.images, instructions())
     study.returned.mkdir(exist_ok=True)

@@ -430,3 +430,16 @@ def test_a_failed_export_leaves_nothing_behind(runs, tmp_path, monkeypatch):
         export(ExportRequest(runs=[runs["nn"], runs["constant"]], out=tmp_path / "empty", n=2,
                              cache_dir=runs["nn"].parent.parent / "cache"))
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def test_readers_dealt_no_study_are_not_waited_for(runs, tmp_path):
+    sd = StudyDir(tmp_path / "s")
+    export(ExportRequest(runs=[runs["nn"], runs["reference"]], out=sd.root, n=1, readers=3, reads_per_study=1,
+                         seed=0, cache_dir=runs["nn"].parent.parent / "cache"))
+    rows = read_items(sd.items)
+    assert {i.reader for i in rows} == {"reader1"}
+    fill_workbook(sd.workbooks / "reader1.xlsx", sd.returned / "r1.xlsx",
+                  {it.row: {"action": "keep"} for it in rows if not it.empty})
+    s = import_study(sd.root, n_bootstrap=0, n_permutations=10)
+    assert s["sources"] == {"reader1": "returned/r1.xlsx"} and s["left_out"] == []
+    assert s["all"]["readings"] == 2
