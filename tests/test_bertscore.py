@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 

@@ -316,26 +316,32 @@ class CheXbertMetric(LabelF1Metric):
             self._fingerprint = hashlib.sha256(key.encode()).hexdigest()[:24]
         return self._fingerprint
 
-    def label(self, reports: Sequence[str]) -> np.ndarray:
-        # Identical texts get identical labels: label each distinct text once (references
-        # are shared between systems, and retrieval baselines repeat reports).
-        index: dict[str, int] = {}
-        inverse = np.array([index.setdefault(r, len(index)) for r in reports], dtype=np.int64)
-        if not index:
-            return np.zeros((0, N_HEADS), dtype=np.int8)
-        texts = list(index)
-        if not self.label_cache:
-            return self.labeller()(texts)[inverse]
-        return self._label_cached(texts)[inverse]
+    def cache_file(self) -> Path:
+        return (self.label_cache_dir or self.resolved_cache_root() / "chexbert") / "labels.sqlite"
 
-    def _label_cached(self, texts: list[str]) -> np.ndarray:
-        keys = [text_key(t) for t in texts]
-        with TextCache((self.label_cache_dir or self.resolved_cache_root() / "chexbert") / "labels.sqlite", "labels") as cache:
-            found = cache.get_or_compute(self.fingerprint(), dict(zip(keys, texts)),
-                                         lambda batch: self.labeller()(batch).tolist(), CACHE_CHUNK, "chexbert")
-        out = np.array([found[k] for k in keys], dtype=np.int8)
-        if out.shape != (len(texts), N_HEADS):
-            raise ValueError(f"label cache {cache.path} holds rows of the wrong shape; delete it")
+    def per_text(self, reports: Sequence[str], table: str, compute, what: str) -> list:
+        """`compute`'s value (list of texts -> list of values) for each report. Identical texts get
+        identical values, so each distinct text is computed once (references are shared between
+        systems, and retrieval baselines repeat reports); with the cache on, values are kept in
+        `table` of the cache file, keyed by the CheXbert fingerprint and the text."""
+        texts = list(dict.fromkeys(reports))
+        if not texts:
+            return []
+        if not self.label_cache:
+            values = dict(zip(texts, compute(texts), strict=True))
+        else:
+            keys = {t: text_key(t) for t in texts}
+            with TextCache(self.cache_file(), table) as cache:
+                found = cache.get_or_compute(self.fingerprint(), {keys[t]: t for t in texts}, compute, CACHE_CHUNK,
+                                             what)
+            values = {t: found[keys[t]] for t in texts}
+        return [values[r] for r in reports]
+
+    def label(self, reports: Sequence[str]) -> np.ndarray:
+        rows = self.per_text(reports, "labels", lambda batch: self.labeller()(batch).tolist(), "chexbert")
+        out = np.array(rows, dtype=np.int8).reshape(-1, N_HEADS) if rows else np.zeros((0, N_HEADS), dtype=np.int8)
+        if out.shape != (len(reports), N_HEADS):
+            raise ValueError(f"label cache {self.cache_file()} holds rows of the wrong shape; delete it")
         return out
 
     def signature_settings(self) -> dict:

@@ -23,9 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from bench.metrics.chexbert import CACHE_CHUNK, DEFAULT_BATCH, CheXbertMetric
+from bench.metrics.chexbert import DEFAULT_BATCH, CheXbertMetric
 from bench.metrics.means import MeanScoresMetric
-from bench.metrics.text_cache import TextCache, text_key
 from bench.options import OptionsModel
 
 
@@ -75,20 +74,9 @@ class SembScoreMetric(MeanScoresMetric):
 
     def embed(self, reports: Sequence[str]) -> np.ndarray:
         """(n, hidden) embeddings; each distinct text embedded once, and cached when enabled."""
-        index: dict[str, int] = {}
-        inverse = np.array([index.setdefault(r, len(index)) for r in reports], dtype=np.int64)
-        if not index:
-            return np.zeros((0, 0), dtype=np.float32)
-        texts = list(index)
-        if not self.chexbert.label_cache:
-            return self.chexbert.labeller().embed(texts)[inverse]
-        keys = [text_key(t) for t in texts]
-        root = self.chexbert.label_cache_dir or self.chexbert.resolved_cache_root() / "chexbert"
-        with TextCache(root / "labels.sqlite", "embeddings") as cache:
-            found = cache.get_or_compute(self.chexbert.fingerprint(), dict(zip(keys, texts)),
-                                         lambda batch: [_pack(v) for v in self.chexbert.labeller().embed(batch)],
-                                         CACHE_CHUNK, "sembscore")
-        return np.stack([_unpack(found[k]) for k in keys])[inverse]
+        packed = self.chexbert.per_text(reports, "embeddings", lambda batch: [
+            _pack(v) for v in self.chexbert.labeller().embed(batch)], "sembscore")
+        return np.stack([_unpack(v) for v in packed]) if packed else np.zeros((0, 0), dtype=np.float32)
 
     def per_sample(self, references: Sequence[str], predictions: Sequence[str]) -> pd.DataFrame:
         if len(references) != len(predictions):

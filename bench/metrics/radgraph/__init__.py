@@ -15,24 +15,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from bench.errors import BenchError, MetricUnavailable
-from bench.metrics.base import Metric
+from bench.metrics.means import MeanScoresMetric
 from bench.metrics.radgraph.annotator import DEFAULT_MODEL_TYPE, AnnotatorConfig, RadGraphAnnotator
 from bench.metrics.radgraph.rewards import LEVELS, PINNED_VERSION, rewards
 from bench.options import OptionsModel
 
-PER_SAMPLE_COLUMNS = tuple(f"rger_{level}" for level in LEVELS)
 
 
-class RgerMetric(Metric):
+class RgerMetric(MeanScoresMetric):
     name = "rger"
     columns = ("rger",)
     headers = {"rger": "RGER"}
-    level = "sample"
+    # Means of the per-sample rewards (additive: bench/metrics/means.py); the leaderboard shows partial.
+    means = {"rger": "rger_partial", "rger_simple": "rger_simple", "rger_complete": "rger_complete"}
 
     class Options(OptionsModel):
         model_type: str = DEFAULT_MODEL_TYPE  # radgraph | radgraph-xl | modern-radgraph-xl
@@ -75,28 +74,6 @@ class RgerMetric(Metric):
         frame = pd.DataFrame.from_records(records, columns=list(LEVELS)) if records else \
             pd.DataFrame(columns=list(LEVELS), dtype=float)
         return frame.rename(columns=lambda level: f"rger_{level}").astype(float)
-
-    # Means are additive: a resample's value is (w @ S) / (w @ 1), see bench/stats/aggregators.py.
-    def sufficient_statistics(self, rows: pd.DataFrame) -> np.ndarray:
-        missing = [c for c in PER_SAMPLE_COLUMNS if c not in rows.columns]
-        if missing:
-            raise BenchError(f"rger: per-sample rows lack columns {missing}; pass rows made by its per_sample()")
-        values = rows[list(PER_SAMPLE_COLUMNS)].to_numpy(dtype=float)
-        return np.column_stack([np.ones(len(values)), values])
-
-    def aggregate_totals(self, totals: np.ndarray) -> dict[str, np.ndarray]:
-        totals = np.asarray(totals, dtype=float)
-        n = totals[..., 0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means = {level: np.where(n > 0, totals[..., 1 + i] / np.where(n > 0, n, 1), np.nan)
-                     for i, level in enumerate(LEVELS)}
-        return {"rger": means["partial"], "rger_simple": means["simple"], "rger_complete": means["complete"]}
-
-    def aggregate(self, rows: pd.DataFrame) -> dict[str, float]:
-        if len(rows) == 0:
-            raise BenchError("rger: cannot aggregate zero samples")
-        totals = self.sufficient_statistics(rows).sum(axis=0)
-        return {k: float(v) for k, v in self.aggregate_totals(totals).items()}
 
     def signature_settings(self) -> dict:
         return {"reward": "partial", "radgraph": PINNED_VERSION, "model": self.annotator.config.model_type,

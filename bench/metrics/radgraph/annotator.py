@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -43,6 +42,7 @@ from bench.errors import MetricUnavailable
 from bench.hub import hub_reachable, offline, require_hub_file
 from bench.metrics.radgraph.rewards import PINNED_VERSION, AnnotationError
 from bench.metrics.text_cache import TextCache, file_sha256, text_key
+from bench.metrics.worker_process import run_json_worker
 
 log = logging.getLogger(__name__)
 
@@ -302,25 +302,10 @@ class RadGraphAnnotator:
 def run_worker(python: str, request: dict, timeout_s: float | None = None, worker: Path = WORKER) -> list[dict]:
     """Run worker.py under `python` on one request; the annotations, validated, in text order."""
     texts = request["texts"]
-    with tempfile.TemporaryDirectory(prefix="radgraph-") as tmp:
-        req_path, resp_path = Path(tmp) / "request.json", Path(tmp) / "response.json"
-        req_path.write_text(json.dumps(request), encoding="utf-8")
-        t0 = time.perf_counter()
-        try:
-            done = subprocess.run([python, str(worker), str(req_path), str(resp_path)], capture_output=True,
-                                  text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise AnnotationError(f"RadGraph annotator timed out after {timeout_s} s on {len(texts)} texts; "
-                                  "raise the rger timeout_s option or lower chunk") from exc
-        if done.returncode != 0 or not resp_path.is_file():
-            tail = (done.stderr or "").strip()[-2000:]
-            raise AnnotationError(f"RadGraph annotator ({python} {worker.name}) failed with exit status "
-                                  f"{done.returncode}:\n{tail}")
-        try:
-            response = json.loads(resp_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise AnnotationError(f"RadGraph annotator wrote an unreadable response: {exc}") from exc
-    log.info("radgraph annotated %d texts in %.1f s", len(texts), time.perf_counter() - t0)
+    response, seconds = run_json_worker(python, worker, request, AnnotationError, "RadGraph annotator",
+                                        f"{len(texts)} texts", timeout_s,
+                                        "raise the rger timeout_s option or lower chunk")
+    log.info("radgraph annotated %d texts in %.1f s", len(texts), seconds)
     return _validated(response, texts)
 
 

@@ -22,13 +22,10 @@ models, the package version and settings, and the two texts; a re-score computes
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +36,7 @@ from pydantic import Field
 from bench.errors import BenchError, MetricUnavailable
 from bench.metrics.means import MeanScoresMetric
 from bench.metrics.text_cache import TextCache, file_sha256, text_key
+from bench.metrics.worker_process import run_json_worker
 from bench.options import OptionsModel
 
 log = logging.getLogger(__name__)
@@ -126,26 +124,11 @@ def directory_fingerprint(path: Path) -> str:
 def run_worker(python: str, request: dict, timeout_s: float | None = None, worker: Path = WORKER) -> list[float]:
     """One request through worker.py under `python`; the scores, validated, in pair order."""
     pairs = request["pairs"]
-    with tempfile.TemporaryDirectory(prefix="ratescore-") as tmp:
-        req, resp = Path(tmp) / "request.json", Path(tmp) / "response.json"
-        req.write_text(json.dumps(request), encoding="utf-8")
-        t0 = time.perf_counter()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # local directories only
-        try:
-            done = subprocess.run([python, str(worker), str(req), str(resp)], capture_output=True, text=True,
-                                  timeout=timeout_s, env=env)
-        except subprocess.TimeoutExpired as exc:
-            raise RaTEScoreError(f"RaTEScore timed out after {timeout_s} s on {len(pairs)} pairs; raise the "
-                                 "ratescore timeout_s option or lower chunk") from exc
-        if done.returncode != 0 or not resp.is_file():
-            tail = (done.stderr or "").strip()[-2000:]
-            raise RaTEScoreError(f"RaTEScore worker ({python} {worker.name}) failed with exit status "
-                                 f"{done.returncode}:\n{tail}")
-        try:
-            response = json.loads(resp.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise RaTEScoreError(f"RaTEScore worker wrote an unreadable response: {exc}") from exc
-    log.info("ratescore scored %d pairs in %.1f s", len(pairs), time.perf_counter() - t0)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # local directories only
+    response, seconds = run_json_worker(python, worker, request, RaTEScoreError, "RaTEScore worker",
+                                        f"{len(pairs)} pairs", timeout_s,
+                                        "raise the ratescore timeout_s option or lower chunk", env)
+    log.info("ratescore scored %d pairs in %.1f s", len(pairs), seconds)
     if not isinstance(response, dict) or response.get("protocol") != PROTOCOL:
         raise RaTEScoreError(f"RaTEScore worker answered outside protocol {PROTOCOL}")
     if response.get("ratescore_version") != PINNED_VERSION:
