@@ -87,7 +87,6 @@ class RunContext:
             t0 = time.perf_counter()
             ds = load(self.dataset_name, self.data_root, split, unit=self.unit, reports=self.reports,
                       limit=self.limit if split != "train" else None, sections=self.sections)
-            ds.name = self.dataset_name
             self._datasets[split] = ds
             self.timings[f"load_{split}_s"] = time.perf_counter() - t0
             self.used.setdefault("datasets", {})[split] = {
@@ -114,7 +113,11 @@ class RunContext:
     def encoder_name(self) -> str:
         if self.encoder_id:
             return self.encoder_id
-        return PHANTOM_ENCODER if self.dataset_name == "phantom" else DEFAULT_ENCODER
+        from bench.data.readers import is_layout_sample
+
+        # Synthetic data (the phantom, a layout sample) is encoded by the bundled phantom encoder.
+        synthetic = self.dataset_name == "phantom" or is_layout_sample(self.data_root)
+        return PHANTOM_ENCODER if synthetic else DEFAULT_ENCODER
 
     def encoder(self):
         if self._encoder is None:

@@ -86,7 +86,8 @@ def test_iu_xray_test_split_frontal_findings_with_impression_fallback(iu):
     fallback = [s for s in ds.samples if int(s.study_id) % 7 == 0]
     assert fallback and all(s.reference_section == "impression" for s in fallback)
     assert ds.dropped["study not in the split"] > 0 and ds.dropped["view not selected (not Frontal)"] > 0
-    assert ds.name == "iu-xray" and ds.split == "test" and len(ds.fingerprint) == 16
+    # a synthetic layout sample is never named as the real dataset
+    assert ds.name == "iu-xray-sample" and ds.split == "test" and len(ds.fingerprint) == 16
 
 
 def test_iu_xray_report_with_neither_section_is_dropped_and_listed(iu):
@@ -169,6 +170,7 @@ def test_chexpert_plus_reads_the_original_jpeg_layout_too(tmp_path, cx):
     a, b = load("chexpert-plus", cx, "valid"), load("chexpert-plus", root, "valid")
     assert [s.id for s in a.samples] == [s.id for s in b.samples]
     assert all(s.image_path.suffix == ".jpg" for s in b.samples)
+    assert (a.name, b.name) == ("chexpert-plus-sample", "chexpert-plus")  # no sample marker in the copy
 
 
 def test_chexpert_plus_split_names_and_truncated_image(tmp_path, cx):
@@ -211,14 +213,17 @@ def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("name,split", [("iu-xray", "test"), ("chexpert-plus", "valid")])
 def test_bench_run_on_each_dataset_gives_a_leaderboard(tmp_path, iu, cx, name, split):
     root = iu if name == "iu-xray" else cx
+    # no --encoder: a layout sample is synthetic, so the bundled phantom encoder is the default
     r = _bench("run", "--dataset", name, "--data-root", str(root), "--split", split, "--system", "nn,constant",
-               "--encoder", "phantom", "--metrics", "bleu", "--bootstrap", "20", "--out", str(tmp_path / "runs"),
+               "--metrics", "bleu", "--bootstrap", "20", "--out", str(tmp_path / "runs"),
                "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert f"_{name} {split} split, " in r.stdout
+    assert f"_{name}-sample {split} split, " in r.stdout
     assert "| nn |" in r.stdout and "| constant |" in r.stdout
     manifest = json.loads((tmp_path / "runs" / "nn" / "manifest.json").read_text())["generate"]
-    assert manifest["identity"]["dataset"] == name and manifest["identity"]["sections"] == "findings"
+    ident = manifest["identity"]
+    assert (ident["dataset"], ident["reader"], ident["sections"], ident["encoder"]) == \
+        (f"{name}-sample", name, "findings", "phantom")
     if name == "chexpert-plus":  # the row whose image is missing is in the manifest
         assert any(k["reason"] == "image file missing" for k in manifest["skipped"]["valid"])
 

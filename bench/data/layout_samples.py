@@ -106,6 +106,7 @@ def write_iu_xray(out: Path, n_studies: int = 60, seed: int = 0) -> dict[str, in
     _write_csv(out / "indiana_reports.csv", IU_REPORT_COLUMNS, reports)
     _write_csv(out / "indiana_projections.csv", IU_PROJECTION_COLUMNS, projections)
     (out / "annotation.json").write_text(json.dumps(r2gen))
+    _mark(out, "iu-xray", seed)
     return {"studies": n_studies, "images": len(projections)}
 
 
@@ -155,7 +156,17 @@ def write_chexpert_plus(out: Path, n_train: int = 40, n_valid: int = 20, seed: i
                     "interpreter_needed": "No", "insurance_type": "Unknown", "recent_bmi": "", "deceased": "No",
                     "split": split})
     _write_csv(out / CHEXPERT_PLUS_TABLE, CHEXPERT_PLUS_COLUMNS, rows)
+    _mark(out, "chexpert-plus", seed)
     return {"studies": n_train + n_valid, "rows": len(rows)}
+
+
+def _mark(out: Path, name: str, seed: int) -> None:
+    """The marker that names the tree a synthetic sample (bench.data.readers.SAMPLE_MARKER): its
+    runs are labelled `<name>-sample` and encoded by the bundled phantom encoder by default."""
+    from bench.data.readers import SAMPLE_MARKER
+
+    (out / SAMPLE_MARKER).write_text(json.dumps({"dataset": name, "seed": seed, "synthetic": True,
+                                                 "writer": "bench data sample"}))
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:

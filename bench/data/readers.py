@@ -48,18 +48,30 @@ def detect(root: Path) -> str:
     return "mimic-cxr"
 
 
+SAMPLE_MARKER = "layout-sample.json"  # written by bench data sample: synthetic data, not the release
+
+
+def is_layout_sample(root: Path) -> bool:
+    return (Path(root) / SAMPLE_MARKER).is_file()
+
+
 def load(name: str, root: Path, split: str, *, unit: str = "image", reports: Path | None = None,
          limit: int | None = None, sections: str = "findings") -> Dataset:
-    """`split` of the data root read by the reader of dataset `name`."""
+    """`split` of the data root read by the reader of dataset `name`, named after it; a
+    synthetic layout sample is named `<name>-sample`, so that no table can pass its numbers
+    off as the real dataset's."""
     loader: Callable[..., Dataset]
     if check_dataset(name) in ("mimic-cxr", "phantom"):
         from bench.data.mimic import load_split as loader
 
-        return loader(root, split, unit=unit, reports=reports, limit=limit, sections=sections)
-    if reports is not None:
+        ds = loader(root, split, unit=unit, reports=reports, limit=limit, sections=sections)
+    elif reports is not None:
         raise DataError(f"--reports is for MIMIC-CXR; {name} keeps its reports in its own table under the data root")
-    if name == "iu-xray":
-        from bench.data.iu_xray import load_split as loader
     else:
-        from bench.data.chexpert_plus import load_split as loader
-    return loader(root, split, unit=unit, limit=limit, sections=sections)
+        if name == "iu-xray":
+            from bench.data.iu_xray import load_split as loader
+        else:
+            from bench.data.chexpert_plus import load_split as loader
+        ds = loader(root, split, unit=unit, limit=limit, sections=sections)
+    ds.name = f"{name}-sample" if is_layout_sample(root) else name
+    return ds

@@ -82,7 +82,7 @@ def open_run_dataset(ident: dict[str, Any], run_dir: Path, cache_dir: Path | Non
     data = DataConfig(data_root=Path(ident["data_root"]),
                       reports=None if ident["reports"] == "found under the data root" else Path(ident["reports"]),
                       split=ident["split"], unit=ident["unit"], limit=ident["limit"], cache_dir=cache_dir,
-                      dataset=ident.get("dataset"), sections=ident.get("sections", "findings"))
+                      dataset=ident.get("reader"), sections=ident.get("sections", "findings"))
     _, ds = open_context(data)
     if ds.fingerprint != ident["fingerprint"]:
         raise DataError(f"the data under {ident['data_root']} changed since {run_dir} was generated (dataset "
@@ -95,7 +95,7 @@ def identity(ctx: RunContext, ds: Dataset) -> dict[str, Any]:
     return {"dataset": ds.name, "fingerprint": ds.fingerprint, "data_root": str(ctx.data_root),
             "reports": str(ctx.reports) if ctx.reports else "found under the data root",
             "split": ds.split, "unit": ds.unit, "limit": ctx.limit, "encoder": ctx.encoder_name,
-            "sections": ctx.sections}
+            "reader": ctx.dataset_name, "sections": ctx.sections}
 
 
 def dataset_summary(ds: Dataset) -> dict[str, Any]:
