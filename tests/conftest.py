@@ -38,3 +38,14 @@ def tiny_encoder(tmp_path_factory) -> str:
     from helpers.tiny_dinov2 import save_tiny_dinov2
 
     return str(save_tiny_dinov2(tmp_path_factory.mktemp("enc")))
+
+
+@pytest.fixture(scope="session")
+def small_phantom(tmp_path_factory) -> Path:
+    """A phantom MIMIC-CXR-JPG tree of 20 train and 8 test images (64 px): enough for a
+    `bench run` of a system that needs no encoder (external commands, the adapters)."""
+    from bench.data.phantom import generate
+
+    root = tmp_path_factory.mktemp("small-phantom")
+    generate(root, n_train=20, n_test=8, seed=5, image_size=64)
+    return root

@@ -195,3 +195,16 @@ def test_bad_input_fails_before_the_model_and_a_finished_output_needs_no_weights
                    out={"d1": "Lungs clear."})
     assert done.returncode == 0, done.stderr
     assert "1 already in" in done.stderr
+
+
+def test_the_systems_pass_what_their_scripts_expect():
+    """The harness-side systems and the scripts name the same model, weights variable and length."""
+    from baselines.adapters.systems import CheXagentSystem, Maira2System
+
+    for system, script in [(CheXagentSystem, chexagent), (Maira2System, maira2)]:
+        card = script.CARD
+        assert (system.name, system.hub_id, system.weights_env) == (card.name, card.hub_id, card.weights_env)
+        assert system.Options.model_fields["max_new_tokens"].default == card.max_new_tokens
+        assert system.requirements == ADAPTERS / card.name / "requirements.txt" and system.requirements.is_file()
+        parsed = script.contract.argument_parser(card).parse_args(["i", "o", "r", "--dtype", "float32"])
+        assert parsed.dtype in system.Options.model_fields["dtype"].annotation.__args__

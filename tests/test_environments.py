@@ -218,21 +218,12 @@ STANDIN = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    from bench.data.phantom import generate
-
-    root = tmp_path_factory.mktemp("phantom")
-    generate(root, n_train=20, n_test=8, seed=5, image_size=64)
-    return root
-
-
-def test_bench_run_runs_a_stand_in_command_in_its_environment(tmp_path, built, phantom, cli, monkeypatch):
+def test_bench_run_runs_a_stand_in_command_in_its_environment(tmp_path, built, small_phantom, cli, monkeypatch):
     envs, rec = built
     (tmp_path / "standin.py").write_text(STANDIN)
     monkeypatch.chdir(tmp_path)  # the command names its script relative to where bench runs
     args = ["run", "--system", "external", "--opt", "external.env=tiny", "--opt", "external.cmd=python standin.py",
-            "--data-root", str(phantom), "--limit", "4", "--metrics", "bleu", "--bootstrap", "20"]
+            "--data-root", str(small_phantom), "--limit", "4", "--metrics", "bleu", "--bootstrap", "20"]
     rc, out = cli(*args, "--out", str(tmp_path / "runs"), cache=envs.root.parent)
     assert rc == 0, out
     rows = [json.loads(x) for x in (tmp_path / "runs/external/predictions.jsonl").read_text().splitlines()]
@@ -246,7 +237,7 @@ def test_bench_run_runs_a_stand_in_command_in_its_environment(tmp_path, built, p
     assert rc == 2 and len(error_lines(out)) == 1 and "No module named 'standin_model'" in error_lines(out)[0], out
 
 
-def test_bench_run_chexagent_without_weights_is_one_line(tmp_path, phantom, cli, monkeypatch):
+def test_bench_run_chexagent_without_weights_is_one_line(tmp_path, small_phantom, cli, monkeypatch):
     """The chexagent system through its adapter in an environment: here the harness's own
     (it has torch and huggingface_hub); without weights the run stops with one line."""
     from bench.systems.environments import EnvRecord
@@ -259,7 +250,7 @@ def test_bench_run_chexagent_without_weights_is_one_line(tmp_path, phantom, cli,
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("SAERAD_CHEXAGENT_PATH", raising=False)
-    rc, out = cli("run", "--system", "chexagent", "--opt", "chexagent.device=cpu", "--data-root", str(phantom),
+    rc, out = cli("run", "--system", "chexagent", "--opt", "chexagent.device=cpu", "--data-root", str(small_phantom),
                   "--limit", "2", "--metrics", "bleu", "--out", str(tmp_path / "runs"), cache=tmp_path / "cache")
     assert rc == 2 and len(error_lines(out)) == 1, out
     line = error_lines(out)[0]

@@ -231,21 +231,12 @@ def test_malformed_output_is_an_error_naming_the_entry(tmp_path):
 
 
 # -- through `bench run`: a crash mid-way, then the same command again -----------------------------
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    from bench.data.phantom import generate
-
-    root = tmp_path_factory.mktemp("phantom")
-    generate(root, n_train=20, n_test=8, seed=7, image_size=64)
-    return root
-
-
-def test_bench_run_resumes_after_the_command_crashed_half_way(tmp_path, phantom, standin, capsys, monkeypatch):
+def test_bench_run_resumes_after_the_command_crashed_half_way(tmp_path, small_phantom, standin, capsys, monkeypatch):
     from bench.cli import main
 
     script = tmp_path / "standin.py"  # written by the standin fixture
     args = ["run", "--system", "external", "--opt", f"external.cmd={sys.executable} {script}", "--data-root",
-            str(phantom), "--limit", "5", "--metrics", "bleu", "--bootstrap", "20", "--out", str(tmp_path / "runs")]
+            str(small_phantom), "--limit", "5", "--metrics", "bleu", "--bootstrap", "20", "--out", str(tmp_path / "runs")]
     preds = tmp_path / "runs/external/predictions.jsonl"
 
     def bench_run(mode: str, k: int = 0) -> tuple[int, str]:
