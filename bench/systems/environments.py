@@ -194,7 +194,7 @@ def _build(name: str, build: Path, final: Path, requirements: Path, base: str, l
 
         # The harness's own pip installs into the new environment (pip --python): bootstrapping
         # a pip of its own (ensurepip) would take longer than installing a small requirements file.
-        own_pip = importlib.util.find_spec("pip") is not None
+        own_pip = _pip_can_target()
         made = step([base, "-m", "venv", *(["--without-pip"] if own_pip else []), str(build)],
                     f"making a virtual environment with {base}")
         if made.returncode != 0:
@@ -214,6 +214,19 @@ def _build(name: str, build: Path, final: Path, requirements: Path, base: str, l
                      python_version=version.stdout.strip(), base_python=base, requirements=str(requirements),
                      requirements_sha256=hashlib.sha256(requirements.read_bytes()).hexdigest(),
                      created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), packages=packages)
+
+
+def _pip_can_target() -> bool:
+    """Whether the harness's pip can install into another interpreter (`--python`, pip >= 22.3)."""
+    if importlib.util.find_spec("pip") is None:
+        return False
+    from importlib.metadata import version
+
+    try:
+        major, minor = (int(x) for x in version("pip").split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (22, 3)
 
 
 # What pip says about the requirement it could not install, most specific first.
