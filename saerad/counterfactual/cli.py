@@ -40,6 +40,8 @@ Seed = typer.Option(0, "--seed", help="noise seed: every image of one panel star
 def train(
     out: Path = typer.Option(..., "--out", help="checkpoint directory (an interrupted run resumes from it)"),
     preset: str = typer.Option("phantom", "--preset", help="phantom (64 px, CPU) or mimic (the paper's App. D recipe)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON object of settings that replace the preset's "
+                                          "(any field of saerad/counterfactual/config.py)"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None, "--lr"),
@@ -52,14 +54,19 @@ def train(
 
     from bench.cli.common import console
     from bench.devices import check_device
+    from bench.jsonfiles import read_json
     from saerad.counterfactual import checkpoint as ck
+    from saerad.counterfactual.config import DiffusionConfig
     from saerad.counterfactual.config import preset as make_preset
     from saerad.counterfactual.data import load_split_data, open_context
     from saerad.counterfactual.train import DiffusionTrainer
 
     check_device(device)
-    overrides = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None}
-    cfg = make_preset(preset, **overrides)
+    overrides = read_json(config, "diffusion config") if config else {}
+    if not isinstance(overrides, dict):
+        raise BenchError(f"{config} must hold a JSON object of diffusion settings")
+    overrides.update({k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None})
+    cfg = DiffusionConfig.from_dict({**make_preset(preset).to_dict(), **overrides})
     ctx = open_context(data_root, cache_dir, encoder, device, work_dir=out)
     data = load_split_data(ctx, "train", cfg.image_size)
     trainer = DiffusionTrainer(cfg, data, out, ck.encoder_meta(ctx.encoder()), device)
@@ -78,7 +85,7 @@ def train(
     typer.echo(f"{state}: {trainer.step}/{trainer.total_steps} steps; model in {out}, loss curve {out / ck.LOSS_PLOT}")
 
 
-def _setup(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed):
+def open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed):
     from saerad.counterfactual.data import open_context
     from saerad.counterfactual.evaluate import Generator
     from saerad.counterfactual.sample import SCHEDULERS
@@ -90,11 +97,13 @@ def _setup(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, sch
         raise BenchError(f"--steps must be at least 1, got {steps}")
     ctx = open_context(data_root, cache_dir, encoder, device)
     model, _, mdir = diffusion_model(ctx, model_dir, device)
+    if scheduler == "ddpm":  # the full chain: every training timestep
+        steps = model.cfg.num_train_timesteps
     src = open_sae(ctx, sae_dir, device)
     return ctx, Generator(model, src.sae, ctx.encoder(), steps, scheduler, seed), src, mdir
 
 
-def _target(ctx, src, image: Optional[str], feature: Optional[int], finding: Optional[str], split: str):
+def choose_target(ctx, src, image: Optional[str], feature: Optional[int], finding: Optional[str], split: str):
     """(sample, feature, finding) from the options; on a phantom the defaults are the pacemaker's best
     feature and the first image of the split that has a pacemaker."""
     from saerad.counterfactual.data import find_sample
@@ -136,6 +145,15 @@ def show(
     encoder: Optional[str] = Encoder, cache_dir: Optional[Path] = CacheDir, device: str = Device,
 ) -> None:
     """Write the paper's Figure 4 row for one image and one feature."""
+    ctx, gen, src, _ = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
+    sample, feature, finding = choose_target(ctx, src, image, feature, finding, split)
+    path = draw_panel(ctx, gen, src, sample, feature, finding, beta,
+                      out or Path(f"counterfactual-{sample.dicom_id[:8]}-f{feature}.png"))
+    typer.echo(str(path))
+
+
+def draw_panel(ctx, gen, src, sample, feature: int, finding: Optional[str], beta: Optional[float], path: Path) -> Path:
+    """The Figure 4 row of one image and feature; the finding's true mask outlined on a phantom."""
     import torch
 
     from saerad.counterfactual.data import read_image, to_pixels
@@ -143,8 +161,6 @@ def show(
     from saerad.counterfactual.intervene import default_beta
     from saerad.counterfactual.panel import save_panel
 
-    ctx, gen, src, _ = _setup(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
-    sample, feature, finding = _target(ctx, src, image, feature, finding, split)
     b = beta if beta is not None else default_beta(src.maxima, feature)
     z = torch.as_tensor(ctx.tokens([sample], "counterfactual"))
     p = gen.panel(z, feature, b)
@@ -157,10 +173,9 @@ def show(
         truth = reduce_mask(m, size) if m is not None else None
     label = src.label(feature)
     title = f"{sample.dicom_id[:17]}...  feature {feature}" + (f" ({label})" if label else "") + f", beta {b:.3g}"
-    path = out or Path(f"counterfactual-{sample.dicom_id[:8]}-f{feature}.png")
-    save_panel(path, read_image(sample.image_path, size), *(to_pixels(p[k])[0] for k in ("reconstruction", "added", "removed")),
-               difference(p["added"], p["removed"])[0], title, truth)
-    typer.echo(str(path))
+    return save_panel(path, read_image(sample.image_path, size),
+                      *(to_pixels(p[k])[0] for k in ("reconstruction", "added", "removed")),
+                      difference(p["added"], p["removed"])[0], title, truth)
 
 
 @counterfactual_app.command("mask")
@@ -187,8 +202,8 @@ def mask(
 
     if not 0.0 < threshold <= 1.0:
         raise BenchError(f"--threshold must be in (0, 1], got {threshold}")
-    ctx, gen, src, _ = _setup(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
-    sample, feature, _ = _target(ctx, src, image, feature, finding, split)
+    ctx, gen, src, _ = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
+    sample, feature, _ = choose_target(ctx, src, image, feature, finding, split)
     b = beta if beta is not None else default_beta(src.maxima, feature)
     p = gen.panel(torch.as_tensor(ctx.tokens([sample], "counterfactual")), feature, b)
     with Image.open(sample.image_path) as im:
@@ -223,7 +238,7 @@ def evaluate(
     names = [f.strip() for f in findings.split(",") if f.strip()] if findings else []
     for name in names:
         check_finding(name)
-    ctx, gen, src, mdir = _setup(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
+    ctx, gen, src, mdir = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
     if not names and not ids:
         if not (Path(ctx.data_root) / "phantom.json").exists():
             raise BenchError("give --features I,J (or, on a phantom dataset, --findings)")

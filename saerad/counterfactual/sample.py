@@ -2,8 +2,8 @@
 
 Every image of one call starts from the same noise (drawn once from `seed`), so the images of a
 panel differ only through their tokens (paper App. D). DDIM with eta = 0 is deterministic after
-that draw; DDPM adds fresh noise at each of its 1,000 steps, drawn from the same seeded
-generator for every image.
+that draw; DDPM adds fresh noise at each step, drawn from the same seeded generator for every
+image (the commands run it over all 1,000 training steps: the full chain).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def sample(model: TokenConditionedUNet, tokens: torch.Tensor, *, seed: int = 0, 
     if steps < 1:
         raise BenchError(f"--steps must be at least 1, got {steps}")
     sched = make_sampler(model, scheduler)
-    sched.set_timesteps(model.cfg.num_train_timesteps if scheduler == "ddpm" else steps)
+    sched.set_timesteps(steps)
     device = next(model.parameters()).device
     size = model.cfg.image_size
     out = []

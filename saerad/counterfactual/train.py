@@ -145,18 +145,19 @@ class DiffusionTrainer:
             loss.backward()
             self.opt.step()
             self.step += 1
-            if not math.isfinite(float(loss)):
-                raise BenchError(f"the training loss became {float(loss)} at step {self.step}; lower --lr")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise BenchError(f"the training loss became {value} at step {self.step}; lower --lr")
             elapsed = time.perf_counter() - t0
-            rec: dict[str, Any] = {"step": self.step, "epoch": self.step / spe, "loss": float(loss),
+            rec: dict[str, Any] = {"step": self.step, "epoch": self.step / spe, "loss": value,
                                    "images_per_s": (self.step - first) * cfg.batch_size / max(elapsed, 1e-9)}
-            self.history["train"].append({"step": self.step, "loss": float(loss)})
+            self.history["train"].append({"step": self.step, "loss": value})
             end_of_epoch = self.step % spe == 0
             if end_of_epoch:
                 rec["val_loss"] = self.validation_loss()
                 self.history["val"].append({"step": self.step, "epoch": self.step // spe, "loss": rec["val_loss"]})
                 log.info("epoch %d/%d: train loss %.4f (last step), validation loss %.4f, %.1f images/s",
-                         self.step // spe, cfg.epochs, float(loss), rec["val_loss"], rec["images_per_s"])
+                         self.step // spe, cfg.epochs, value, rec["val_loss"], rec["images_per_s"])
             if end_of_epoch or self.step % cfg.checkpoint_every == 0 or self.step == stop:
                 self._checkpoint()
             if progress is not None:
