@@ -122,6 +122,10 @@ def test_iu_xray_needs_r2gen_split_file_unless_all(tmp_path, iu):
     assert len(load("iu-xray", root, "all").samples) > 0
     with pytest.raises(DataError, match="unknown IU-Xray split 'validate2'"):
         load("iu-xray", root, "validate2")
+    # a split file that names none of the reports' studies is refused, not used
+    (root / "annotation.json").write_text(json.dumps({"train": [{"id": "CXR9999_IM-0001"}], "val": [], "test": []}))
+    with pytest.raises(DataError, match="none of the 1 studies .* has a row in indiana_reports.csv"):
+        load("iu-xray", root, "test")
 
 
 def test_iu_xray_renamed_column_is_named(tmp_path, iu):

@@ -26,6 +26,7 @@ by reason in `Dataset.dropped`, and files and reports that could not be used are
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from bench.data.collect import Collector, check_request, normalise_split
 from bench.data.records import Dataset, Sample, Skipped
 from bench.data.sections import clean_text, no_reference_reason, reference_for
 from bench.errors import DataError
+
+log = logging.getLogger(__name__)
 
 NAME = "iu-xray"
 REPORTS_TABLE = "indiana_reports.csv"
@@ -125,6 +128,8 @@ def load_split(
     membership = read_split(root) if split != "all" else None
     images = image_dir(root)
     by_uid = {uid: row for uid, row in zip(reports["uid"], reports.to_dict("records"))}
+    if membership is not None:
+        _check_split_ids(membership, by_uid, root)
     no_reason = no_reference_reason(sections)
     out = Collector(unit, limit, check_images)
 
@@ -157,6 +162,18 @@ def load_split(
                            findings=text, indication=clean_text(by_uid[uid]["indication"]), reference_section=source),
                     size)
     return out.dataset(NAME, "IU-Xray", root, split, sections, len(rows))
+
+
+def _check_split_ids(membership: dict[str, str], by_uid: dict[str, dict], root: Path) -> None:
+    """R2Gen's ids name studies by the reports table's uid: a split file whose ids match none of
+    the reports is the wrong file (or another numbering), and must not select studies at random."""
+    unknown = sorted(set(membership) - set(by_uid), key=lambda u: int(u))
+    if len(unknown) == len(membership):
+        raise DataError(f"none of the {len(membership)} studies in {root / SPLIT_FILE} has a row in "
+                        f"{REPORTS_TABLE} (ids CXR<uid>_...: uid {unknown[0]} ...); is it R2Gen's IU-Xray split?")
+    if unknown:
+        log.warning("IU-Xray: %d of the %d studies in %s have no row in %s (e.g. uid %s); they are left out",
+                    len(unknown), len(membership), SPLIT_FILE, REPORTS_TABLE, ", ".join(unknown[:5]))
 
 
 def _stem(filename: str) -> str:
