@@ -187,8 +187,20 @@ def resolve_weights(card: ModelCard, model: str) -> str:
     try:
         return snapshot_download(model)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AdapterError(f"weights of {model} are not available: {type(exc).__name__}: {reason[:200]} ({remedy})") from None
+        raise AdapterError(f"weights of {model} are not available: {_hub_reason(exc)} ({remedy})") from None
+
+
+def _hub_reason(exc: Exception) -> str:
+    """Why the hub gave no weights, in a few words (huggingface_hub's messages run to paragraphs)."""
+    kind = type(exc).__name__
+    if kind == "GatedRepoError":
+        return "the model is gated and this account has not been granted access"
+    if kind == "RepositoryNotFoundError":
+        return "the hub has no such model, or this account cannot see it"
+    if kind in ("LocalEntryNotFoundError", "ConnectionError", "OfflineModeIsEnabled") or "connect" in str(exc).lower():
+        return "the hub cannot be reached and they are not in the Hugging Face cache"
+    first = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else ""
+    return f"{kind}: {first[:160]}" if first else kind
 
 
 def check_device(name: str, device: str) -> str:

@@ -49,13 +49,12 @@ def list_() -> None:
     if not records:
         console.print(f"no environments in {envs.root}; make one with `bench env create NAME`", highlight=False)
         return
-    t = Table("name", "python", "packages", "requirements", "created", "path")
+    t = Table("name", "python", "transformers", "torch", "packages", "path")
     for rec in records.values():
         there = Path(rec.python).exists()
         key = {p.lower(): v for p, v in rec.packages.items()}
-        pins = ", ".join(f"{p} {key[p]}" for p in ("transformers", "torch") if p in key)
-        t.add_row(rec.name, rec.python_version, pins or str(len(rec.packages)), rec.requirements, rec.created,
-                  rec.path if there else f"[red]missing[/red] {rec.path}")
+        t.add_row(rec.name, rec.python_version, key.get("transformers", "-"), key.get("torch", "-"),
+                  str(len(rec.packages)), rec.path if there else f"[red]missing[/red] {rec.path}")
     Console().print(t)
 
 

@@ -154,8 +154,8 @@ def _reason(tail: collections.deque) -> str:
     lines = list(tail)
     for line in reversed(lines):
         if line.lower().startswith("error:") or re.match(r"^\w*(Error|Exception)\b", line):
-            return line[:500]
-    return lines[-1][:500] if lines else ""
+            return line[:1500]
+    return lines[-1][:1500] if lines else ""
 
 
 def _status(rc: int) -> str:
