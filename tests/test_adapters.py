@@ -208,3 +208,12 @@ def test_the_systems_pass_what_their_scripts_expect():
         assert system.requirements == ADAPTERS / card.name / "requirements.txt" and system.requirements.is_file()
         parsed = script.contract.argument_parser(card).parse_args(["i", "o", "r", "--dtype", "float32"])
         assert parsed.dtype in system.Options.model_fields["dtype"].annotation.__args__
+
+
+def test_hub_failures_are_said_in_a_few_words():
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    long = LocalEntryNotFoundError("An error happened while trying to locate the files on the Hub and we cannot find "
+                                   "the appropriate snapshot folder. Please check your internet connection and ...")
+    assert contract._hub_reason(long) == "the hub cannot be reached and they are not in the Hugging Face cache"
+    assert contract._hub_reason(ValueError("bad revision 'x'. More text.\nline 2")) == "ValueError: bad revision 'x'"
