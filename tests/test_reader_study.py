@@ -443,3 +443,13 @@ def test_readers_dealt_no_study_are_not_waited_for(runs, tmp_path):
     s = import_study(sd.root, n_bootstrap=0, n_permutations=10)
     assert s["sources"] == {"reader1": "returned/r1.xlsx"} and s["left_out"] == []
     assert s["all"]["readings"] == 2
+
+
+def test_export_refuses_a_run_whose_data_changed(runs, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(runs["nn"], moved)
+    ident = json.loads((moved / "run-identity.json").read_text())
+    ident["fingerprint"] = "0" * 16  # as if the dataset under the run had been regenerated since
+    (moved / "run-identity.json").write_text(json.dumps(ident))
+    with pytest.raises(BenchError, match="changed since .* was generated"):
+        export(ExportRequest(runs=[moved], out=tmp_path / "s", n=1, cache_dir=runs["nn"].parent.parent / "cache"))
