@@ -253,3 +253,18 @@ def test_every_row_is_kept_or_counted(iu, cx, unit):
         ds = load("chexpert-plus", cx, "valid", unit=unit, limit=limit)
         assert len(ds.samples) + sum(ds.dropped.values()) == n_valid, (limit, ds.dropped)
         assert limit is None or len(ds.samples) == limit
+
+
+def test_chexpert_plus_section_choices(cx):
+    rows = {r["path_to_image"]: r for r in _rows(cx / CHEXPERT_PLUS_TABLE) if r["split"] == "valid"}
+    both = load("chexpert-plus", cx, "valid", sections="findings+impression")
+    for s in both.samples:
+        r = rows[str(s.image_path.relative_to(cx / "PNG").with_suffix(".jpg"))]
+        f, i = r["section_findings"], r["section_impression"]
+        assert s.findings == (f"{f} {i}" if f and i else f or i)
+        assert s.reference_section == ("findings+impression" if f and i else "findings" if f else "impression")
+    strict = load("chexpert-plus", cx, "valid", sections="findings-only")
+    assert {s.id for s in strict.samples} < {s.id for s in both.samples}
+    assert all(rows[str(s.image_path.relative_to(cx / "PNG").with_suffix(".jpg"))]["section_findings"]
+               for s in strict.samples)
+    assert strict.dropped["report has no findings section"] > 0
