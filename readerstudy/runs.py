@@ -114,16 +114,13 @@ def per_report_metrics(run_path: Path, sample_ids: list[str]) -> tuple[dict[tupl
                                  "defaults (scored with other options or another version); re-score the run")
             continue
         by_id = ok.set_index("id")
+        # one aggregate per report gives every column of the metric
+        one = {sid: metric.aggregate(by_id.loc[[sid]].reset_index()) if sid in by_id.index else None
+               for sid in sample_ids}
         for c in m["metadata"]["columns"]:
             col = c["key"]
-            per: dict[str, float] = {}
-            for sid in sample_ids:
-                if sid in by_id.index:
-                    one = by_id.loc[[sid]].reset_index()
-                    per[sid] = float(metric.aggregate(one)[col])
-                else:
-                    per[sid] = float("nan")  # the metric could not score this report
-            values[(name, col)] = per
+            # NaN: the metric could not score this report
+            values[(name, col)] = {sid: float(v[col]) if v is not None else float("nan") for sid, v in one.items()}
             columns.append(MetricColumn(name, col, c.get("header", col), bool(m["metadata"].get("higher_is_better", True)),
                                         m.get("signature", {}).get("text", "")))
     return values, columns, unavailable

@@ -453,3 +453,23 @@ def test_export_refuses_a_run_whose_data_changed(runs, tmp_path):
     (moved / "run-identity.json").write_text(json.dumps(ident))
     with pytest.raises(BenchError, match="changed since .* was generated"):
         export(ExportRequest(runs=[moved], out=tmp_path / "s", n=1, cache_dir=runs["nn"].parent.parent / "cache"))
+
+
+def test_a_metric_value_that_cannot_be_reproduced_is_not_used(runs, tmp_path):
+    from readerstudy.runs import per_report_metrics
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(runs["nn"], tampered)
+    agg = json.loads((tampered / "aggregate.json").read_text())
+    agg["metrics"]["rouge"]["values"]["rougeL"]["value"] += 0.01  # as if scored with other settings
+    (tampered / "aggregate.json").write_text(json.dumps(agg))
+    ids = [r.id for r in read_predictions(tampered / "predictions.jsonl")][:3]
+    values, columns, unavailable = per_report_metrics(tampered, ids)
+    assert "cannot be reproduced" in unavailable["rouge"] and ("rouge", "rougeL") not in values
+    # BLEU on one report is the corpus formula on that report's row, from its own n-gram counts
+    import pandas as pd
+
+    row = pd.read_parquet(tampered / "scores.parquet").set_index("id").loc[ids[0]]
+    p = [row[f"bleu_correct{n}"] / row[f"bleu_guess{n}"] for n in range(1, 5)]
+    bp = min(1.0, np.exp(1 - row["bleu_reflen"] / row["bleu_testlen"]))
+    assert values[("bleu", "bleu4")][ids[0]] == pytest.approx(bp * np.exp(np.mean(np.log(p))), rel=1e-6)
