@@ -26,7 +26,7 @@ from bench.errors import BenchError
 from bench.metrics.chexpert_rules import find_mentions, label_report
 from bench.metrics.f1 import OBSERVATIONS, POSITIVE, UNCERTAIN
 from bench.stages.data import open_run_dataset
-from readerstudy.items import Item, by_reader, read_items
+from readerstudy.items import by_reader, read_items
 from readerstudy.layout import StudyDir
 from readerstudy.schema import IMPACTS
 from readerstudy.workbook import ABOUT, MARK, SHEET
