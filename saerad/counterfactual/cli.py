@@ -25,6 +25,7 @@ counterfactual_app = typer.Typer(help="Counterfactual images of SAE features: a 
 log = logging.getLogger(__name__)
 
 DataRoot = typer.Option(None, "--data-root", help="dataset root; default: the embedded phantom")
+Reports = typer.Option(None, "--reports", help="MIMIC-CXR reports (zip or files/ tree) when not under --data-root")
 Encoder = typer.Option(None, "--encoder", help="encoder whose CLS tokens condition the model (default: the dataset's)")
 CacheDir = typer.Option(None, "--cache-dir", help="cache root (tokens, SAE-Rad stages)")
 Device = typer.Option("cpu", "--device")
@@ -46,7 +47,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     lr: Optional[float] = typer.Option(None, "--lr"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many more steps (resume later)"),
-    data_root: Optional[Path] = DataRoot, encoder: Optional[str] = Encoder, cache_dir: Optional[Path] = CacheDir,
+    data_root: Optional[Path] = DataRoot, reports: Optional[Path] = Reports, encoder: Optional[str] = Encoder,
+    cache_dir: Optional[Path] = CacheDir,
     device: str = Device,
 ) -> None:
     """Train the diffusion model on the training split's images and CLS tokens."""
@@ -67,7 +69,7 @@ def train(
         raise BenchError(f"{config} must hold a JSON object of diffusion settings")
     overrides.update({k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if v is not None})
     cfg = DiffusionConfig.from_dict({**make_preset(preset).to_dict(), **overrides})
-    ctx = open_context(data_root, cache_dir, encoder, device, work_dir=out)
+    ctx = open_context(data_root, cache_dir, encoder, device, work_dir=out, reports=reports)
     data = load_split_data(ctx, "train", cfg.image_size)
     trainer = DiffusionTrainer(cfg, data, out, ck.encoder_meta(ctx.encoder()), device)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
@@ -85,7 +87,7 @@ def train(
     typer.echo(f"{state}: {trainer.step}/{trainer.total_steps} steps; model in {out}, loss curve {out / ck.LOSS_PLOT}")
 
 
-def open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed):
+def open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed, reports=None):
     from saerad.counterfactual.data import open_context
     from saerad.counterfactual.evaluate import Generator
     from saerad.counterfactual.sample import SCHEDULERS
@@ -95,7 +97,7 @@ def open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, st
         raise BenchError(f"--scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}")
     if steps < 1:
         raise BenchError(f"--steps must be at least 1, got {steps}")
-    ctx = open_context(data_root, cache_dir, encoder, device)
+    ctx = open_context(data_root, cache_dir, encoder, device, reports=reports)
     model, _, mdir = diffusion_model(ctx, model_dir, device)
     if scheduler == "ddpm":  # the full chain: every training timestep
         steps = model.cfg.num_train_timesteps
@@ -141,11 +143,12 @@ def show(
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default: counterfactual-<image>-f<feature>.png)"),
     split: str = typer.Option("test", "--split"),
     model_dir: Optional[Path] = ModelDir, sae_dir: Optional[Path] = SaeDir, steps: int = Steps,
-    scheduler: str = Scheduler, seed: int = Seed, data_root: Optional[Path] = DataRoot,
+    scheduler: str = Scheduler, seed: int = Seed, data_root: Optional[Path] = DataRoot, reports: Optional[Path] = Reports,
     encoder: Optional[str] = Encoder, cache_dir: Optional[Path] = CacheDir, device: str = Device,
 ) -> None:
     """Write the paper's Figure 4 row for one image and one feature."""
-    ctx, gen, src, _ = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
+    ctx, gen, src, _ = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed,
+                                  reports)
     sample, feature, finding = choose_target(ctx, src, image, feature, finding, split)
     path = draw_panel(ctx, gen, src, sample, feature, finding, beta,
                       out or Path(f"counterfactual-{sample.dicom_id[:8]}-f{feature}.png"))
@@ -189,7 +192,7 @@ def mask(
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default: mask-<image>-f<feature>.png)"),
     split: str = typer.Option("test", "--split"),
     model_dir: Optional[Path] = ModelDir, sae_dir: Optional[Path] = SaeDir, steps: int = Steps,
-    scheduler: str = Scheduler, seed: int = Seed, data_root: Optional[Path] = DataRoot,
+    scheduler: str = Scheduler, seed: int = Seed, data_root: Optional[Path] = DataRoot, reports: Optional[Path] = Reports,
     encoder: Optional[str] = Encoder, cache_dir: Optional[Path] = CacheDir, device: str = Device,
 ) -> None:
     """Unsupervised segmentation: the thresholded difference map of a feature, saved as a mask PNG."""
@@ -202,7 +205,8 @@ def mask(
 
     if not 0.0 < threshold <= 1.0:
         raise BenchError(f"--threshold must be in (0, 1], got {threshold}")
-    ctx, gen, src, _ = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
+    ctx, gen, src, _ = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed,
+                                  reports)
     sample, feature, _ = choose_target(ctx, src, image, feature, finding, split)
     b = beta if beta is not None else default_beta(src.maxima, feature)
     p = gen.panel(torch.as_tensor(ctx.tokens([sample], "counterfactual")), feature, b)
@@ -225,7 +229,8 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="also write the result as JSON here (and .md beside it)"),
     model_dir: Optional[Path] = ModelDir, sae_dir: Optional[Path] = SaeDir,
     steps: int = typer.Option(20, "--steps", help="DDIM sampling steps"), scheduler: str = Scheduler, seed: int = Seed,
-    data_root: Optional[Path] = DataRoot, encoder: Optional[str] = Encoder, cache_dir: Optional[Path] = CacheDir,
+    data_root: Optional[Path] = DataRoot, reports: Optional[Path] = Reports, encoder: Optional[str] = Encoder,
+    cache_dir: Optional[Path] = CacheDir,
     device: str = Device,
 ) -> None:
     """Effectiveness, reversibility, composition (with 95% intervals) and, on a phantom, localisation."""
@@ -238,7 +243,8 @@ def evaluate(
     names = [f.strip() for f in findings.split(",") if f.strip()] if findings else []
     for name in names:
         check_finding(name)
-    ctx, gen, src, mdir = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed)
+    ctx, gen, src, mdir = open_generator(data_root, encoder, cache_dir, device, model_dir, sae_dir, steps, scheduler, seed,
+                                  reports)
     if not names and not ids:
         if not (Path(ctx.data_root) / "phantom.json").exists():
             raise BenchError("give --features I,J (or, on a phantom dataset, --findings)")

@@ -75,7 +75,8 @@ def subject_split(samples: Sequence[Any], val_fraction: float, seed: int) -> tup
 
 
 def open_context(data_root: Path | None = None, cache_dir: Path | None = None, encoder: str | None = None,
-                 device: str | None = None, work_dir: Path | None = None, eval_split: str | None = "test") -> Any:
+                 device: str | None = None, work_dir: Path | None = None, eval_split: str | None = "test",
+                 reports: Path | None = None) -> Any:
     """A run context on `data_root` (default: the embedded phantom), as `bench` commands build them."""
     from bench.context import RunContext
     from bench.data.default import cache_root, embedded_default_root
@@ -86,4 +87,4 @@ def open_context(data_root: Path | None = None, cache_dir: Path | None = None, e
     name = "phantom" if (root / "phantom.json").exists() else "mimic-cxr"
     return RunContext(data_root=root, dataset_name=name, cache_dir=Path(cache_dir) if cache_dir else cache_root(),
                       work_dir=work_dir or Path("."), encoder_id=encoder, device=device, eval_split=eval_split,
-                      progress=False)
+                      progress=False, reports=reports)

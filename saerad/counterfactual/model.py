@@ -4,8 +4,8 @@ The token is standardised (per-dimension mean and standard deviation of the trai
 kept as buffers so they travel with the weights), projected by one linear layer to
 ``cond_channels * cond_grid**2`` values, laid out as ``cond_channels`` maps of
 ``cond_grid x cond_grid`` and upsampled (nearest) to the image size, then concatenated with the
-noisy image (folded by pixel unshuffle when space_to_depth > 1) as input channels: the paper's "class-free" conditioning (App. D), with no class or
-time-embedding route for the token.
+noisy image (folded by pixel unshuffle when space_to_depth > 1) as input channels: the paper's
+"class-free" conditioning (App. D), with no class or time-embedding route for the token.
 """
 
 from __future__ import annotations
