@@ -55,11 +55,11 @@ def export_cmd(
                              reader_names=names, seed=seed, stratify=stratify, reads_per_study=reads_per_study,
                              cache_dir=cache_dir))
     console.print(f"exported {m['studies']} studies x {len(m['runs'])} systems ({m['sentence_rows']} sentence rows "
-                  f"for {len(m['settings']['readers'])} reader(s)) to {out}", highlight=False)
+                  f"for {len(m['settings']['readers'])} reader(s)) to {out}", highlight=False, soft_wrap=True)
     console.print(f"workbooks: {out}/workbooks/; returned workbooks go to {out}/returned/; "
-                  f"the unblinding key is {out}/key/unblinding-key.json (never give it to readers)", highlight=False)
+                  f"the unblinding key is {out}/key/unblinding-key.json (never give it to readers)", highlight=False, soft_wrap=True)
     if m["empty_reports"]:
-        console.print(f"{len(m['empty_reports'])} empty report(s) kept and shown as empty", highlight=False)
+        console.print(f"{len(m['empty_reports'])} empty report(s) kept and shown as empty", highlight=False, soft_wrap=True)
     typer.echo(out)
 
 
@@ -96,7 +96,7 @@ def serve_cmd(
     app_ = create_app(sd)
     readers = json.loads(sd.readers.read_text())["readers"]
     for name, r in readers.items():
-        console.print(f"{name}: http://{host}:{port}{r['link']}", highlight=False)
+        console.print(f"{name}: http://{host}:{port}{r['link']}", highlight=False, soft_wrap=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]listening on {host}: anyone who can reach it and has a link can read and answer[/yellow]")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
@@ -113,7 +113,7 @@ def simulate_cmd(
     from readerstudy.simulate import simulate
 
     for path in simulate(study, seed=seed, cache_dir=cache_dir):
-        console.print(f"simulated answers: {path}", highlight=False)
+        console.print(f"simulated answers: {path}", highlight=False, soft_wrap=True)
 
 
 @app.command("import")
@@ -135,4 +135,4 @@ def import_cmd(
     else:
         typer.echo(markdown(summary))
     console.print(f"results in {Path(study) / 'results'} (summary.md, summary.json, verdicts.csv, "
-                  "category-impact.png, actions.png)", highlight=False)
+                  "category-impact.png, actions.png)", highlight=False, soft_wrap=True)
