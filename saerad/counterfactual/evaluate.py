@@ -12,10 +12,17 @@ Checks, each a mean over images with a 95% bootstrap interval (scipy.stats.boots
 
 - effectiveness: re-encode I_add and I_rem with the encoder and the SAE: the share of images where
   feature i's code is higher on I_add than on I_rem, and the mean gap (h_i(I_add) - h_i(I_rem)) / beta;
-- reversibility: add, then remove through pixels -- re-encode I_add, set feature i back to the
-  original image's code, generate I_back -- and compare with the reconstruction, in pixels
-  (mean |I_back - I_rec| over mean |I_add - I_rec|) and in tokens (||enc(I_back) - enc(I_rec)|| over
-  ||enc(I_add) - enc(I_rec)||): 0 is a perfect return, 1 no return at all;
+  and the share of images where feature i fires on neither (the encoder does not see the feature
+  in the generated images at all);
+- reversibility: add, then remove, and compare with what there was before the intervention,
+  0 being a perfect return and 1 no return at all. Two cycles: the paper's, through the SAE
+  (the intervened token re-encoded by the SAE, feature i set back to its original code, decoded
+  with the new error term: distance to z over the distance of the intervened token from z, and
+  the image drawn from it against the reconstruction, mean |I_back - I_rec| over mean
+  |I_add - I_rec|); and Monteiro et al.'s, through pixels (I_add re-encoded by the encoder and the
+  SAE, feature i set back, drawn again: the same pixel ratio, and ||enc(I_back) - enc(I_rec)|| over
+  ||enc(I_add) - enc(I_rec)|| in tokens), which also measures how faithfully the generator's
+  images carry their tokens;
 - composition: how much the other features active on the original image change, as the sum of
   their absolute code changes over the sum of their codes: on the token itself (SAE re-encoding of
   the intervened token) and through pixels (re-encoded I_add against re-encoded I_rec).
@@ -112,7 +119,10 @@ class Checks:
     n: int
     effectiveness_order: Interval  # share with h_i(I_add) > h_i(I_rem)
     effectiveness_gap: Interval  # mean (h_i(I_add) - h_i(I_rem)) / beta
-    reversibility_pixels: Interval
+    effectiveness_silent: Interval  # share where feature i fires on neither re-encoded image
+    reversibility_sae_tokens: Interval  # the paper's cycle, through the SAE
+    reversibility_sae_pixels: Interval
+    reversibility_pixels: Interval  # the cycle through pixels and the encoder
     reversibility_tokens: Interval
     composition_token: Interval
     composition_pixels: Interval
@@ -139,20 +149,31 @@ def checks(gen: Generator, z: torch.Tensor, feature: int, beta: float,
     h_rec, h_add, h_rem = sae.encode(z_rec), sae.encode(z_add), sae.encode(z_rem)
     order = (h_add[:, feature] > h_rem[:, feature]).float().numpy()
     gap = ((h_add[:, feature] - h_rem[:, feature]) / beta).numpy()
-    # Reversibility through pixels: the re-encoded added image with feature i set back.
+    silent = ((h_add[:, feature] <= 0) & (h_rem[:, feature] <= 0)).float().numpy()
+    # The paper's cycle: the intervened token back through the SAE, feature i set back, drawn again.
+    t_add = token_with(sae, d, do(d.h, feature, beta))
+    d_cyc = decompose(sae, t_add)
+    t_back = token_with(sae, d_cyc, do(d_cyc.h, feature, d.h[:, feature]))
+    # Monteiro et al.'s cycle: the re-encoded added image with feature i set back. One sampling batch.
     d_add = decompose(sae, z_add)
     back_tokens = token_with(sae, d_add, do(d_add.h, feature, d.h[:, feature]))
-    back = gen.images(back_tokens)
+    both = gen.images(torch.cat([t_back, back_tokens]))
+    sae_back, back = both[:len(z)], both[len(z):]
     z_back = gen.reencode(back)
+    px_sae_back = (sae_back - p["reconstruction"]).abs().mean((1, 2, 3))
     px_back = (back - p["reconstruction"]).abs().mean((1, 2, 3))
     px_add = (p["added"] - p["reconstruction"]).abs().mean((1, 2, 3))
     tok_back = (z_back - z_rec).norm(dim=1)
     tok_add = (z_add - z_rec).norm(dim=1)
     active = d.h > 0
-    h_tok = sae.encode(token_with(sae, d, do(d.h, feature, beta)))
+    h_tok = d_cyc.h
     result = Checks(
         feature=int(feature), beta=float(beta), n=len(z),
         effectiveness_order=mean_interval(order), effectiveness_gap=mean_interval(gap),
+        effectiveness_silent=mean_interval(silent),
+        reversibility_sae_tokens=mean_interval(((t_back - d.z).norm(dim=1)
+                                                / (t_add - d.z).norm(dim=1).clamp_min(1e-12)).numpy()),
+        reversibility_sae_pixels=mean_interval((px_sae_back / px_add.clamp_min(1e-12)).numpy()),
         reversibility_pixels=mean_interval((px_back / px_add.clamp_min(1e-12)).numpy()),
         reversibility_tokens=mean_interval((tok_back / tok_add.clamp_min(1e-12)).numpy()),
         composition_token=mean_interval(_others_change(h_tok, d.h, active, feature)),

@@ -106,13 +106,16 @@ def markdown(result: EvalResult) -> str:
             lines.append(f"| {r.target} | #{lo.feature} ({lo.feature_train_auroc:.3f}) | {src} | {_cell(lo.hit_rate)} | "
                          f"{_cell(lo.random_hit_rate)} | {ratio:.1f}x | {_cell(lo.iou)} | {_cell(lo.random_iou)} |")
         lines.append("")
-    lines += ["| target | feature | beta | n | effectiveness: h_i(add) > h_i(remove) | effectiveness: gap / beta | "
-              "reversibility (pixels) | reversibility (tokens) | composition (token) | composition (pixels) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| target | feature | beta | n | effectiveness: h_i(add) > h_i(remove) | gap / beta | fires on neither | "
+              "reversibility, SAE cycle: tokens | pixels | reversibility, pixel cycle: pixels | tokens | "
+              "composition: token | pixels |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result.rows:
         c = r.checks
         lines.append(f"| {r.target} | #{c.feature} | {c.beta:.3g} | {c.n} | {_cell(c.effectiveness_order)} | "
-                     f"{_cell(c.effectiveness_gap)} | {_cell(c.reversibility_pixels)} | {_cell(c.reversibility_tokens)} | "
+                     f"{_cell(c.effectiveness_gap)} | {_cell(c.effectiveness_silent)} | "
+                     f"{_cell(c.reversibility_sae_tokens)} | {_cell(c.reversibility_sae_pixels)} | "
+                     f"{_cell(c.reversibility_pixels)} | {_cell(c.reversibility_tokens)} | "
                      f"{_cell(c.composition_token)} | {_cell(c.composition_pixels)} |")
     return "\n".join(lines)
 
