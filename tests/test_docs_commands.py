@@ -132,7 +132,7 @@ def parse_marker(body: str) -> Marker:
 
 def blocks(path: Path) -> list[Block]:
     """Every fenced block of a markdown file, with its language and marker."""
-    rel = path.relative_to(REPO).as_posix()
+    rel = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
     lines = path.read_text(encoding="utf-8").splitlines()
     out: list[Block] = []
     i = 0
@@ -304,6 +304,45 @@ def test_shell_blocks_are_tagged():
                 break
     assert not offenders, ("shell commands in a block not tagged ```bash (tag it, and add a docs-test "
                            "marker if it cannot run as written):\n" + "\n".join(offenders))
+
+
+def test_extraction_rules(tmp_path):
+    """Continuations, here-documents, assignments carried forward, markers, the last command."""
+    page = tmp_path / "page.md"
+    page.write_text("\n".join([
+        "<!-- docs-test: slow creates \"out.txt\" prints \"done\" -->",
+        "```bash",
+        "# a comment",
+        "W=/tmp/w",
+        "export A=1 B=2",
+        "bench run --system nn \\",
+        "  --out $W",
+        "python - <<'EOF'",
+        "print('x')",
+        "EOF",
+        "```",
+        "",
+        "```text",
+        "not a command",
+        "```",
+        "<!-- docs-test: error \"missing\" slow (why) -->",
+        "```sh",
+        "false",
+        "```",
+    ]) + "\n")
+    bs = blocks(page)
+    assert [b.lang for b in bs] == ["bash", "text", "sh"]
+    first = commands_of(bs[0])
+    assert [c.line for c in first] == [6, 8]
+    assert first[0].text == "bench run --system nn \\\n  --out $W"
+    assert first[0].setup == ("W=/tmp/w", "export A=1 B=2")
+    assert first[1].text == "python - <<'EOF'\nprint('x')\nEOF"
+    assert [c.last for c in first] == [False, True]
+    assert first[0].marker == Marker("slow", creates=("out.txt",), prints=("done",), slow=True)
+    assert commands_of(bs[2])[0].marker == Marker("error", text="missing", slow=True)
+    with pytest.raises(ValueError):
+        parse_marker("run sometimes")
+    assert parse_marker("skip") == Marker("skip")  # no reason: test_doc_command fails it
 
 
 def test_expectations_on_last_command_only():
