@@ -297,6 +297,7 @@ class SaeRadSystem(System):
         train = ctx.dataset("train")
         if not train.samples:
             raise DataError("the training split is empty; saerad needs training images and reports")
+        self._check_sae_width(ctx)
         tokens = ctx.tokens(train.samples, "train")
         data_key = {"train": train.fingerprint, "encoder": ctx.encoder().fingerprint}
         torch.manual_seed(self.opts.seed)
@@ -310,6 +311,23 @@ class SaeRadSystem(System):
         self._get_labels(ctx, index, train.samples)
         self._calibrate(tokens, train.samples)
         ctx.used["saerad"] = self.config()
+
+    def _check_sae_width(self, ctx) -> None:
+        """A given SAE must read the encoder's tokens: said before any image is encoded."""
+        if not self.opts.sae:
+            return
+        from saerad.sae import SAEError
+        from saerad.sae.checkpoint import read_config
+
+        try:
+            d_in = read_config(Path(self.opts.sae).expanduser()).get("sae_config", {}).get("d_in")
+        except SAEError as exc:
+            raise BenchError(f"saerad: {exc}") from exc
+        encoder = ctx.encoder()
+        if d_in is not None and int(d_in) != encoder.dim:
+            raise BenchError(f"saerad: the SAE in {self.opts.sae} reads {d_in}-d tokens, but encoder "
+                             f"{ctx.encoder_name} gives {encoder.dim}-d CLS tokens; use an SAE trained on this "
+                             "encoder's tokens (or leave out sae= to train one)")
 
     def _calibrate(self, tokens: np.ndarray, samples: Sequence[Sample]) -> None:
         self.thresholds = {}

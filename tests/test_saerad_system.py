@@ -223,3 +223,17 @@ def test_features_cli_show_grid_label(tmp_path, phantom, tiny_encoder, cache):
     assert [f["id"] for f in json.loads(lab.read_text())["features"]] == sorted({fid, 0})
     r = CliRunner().invoke(features_app, ["show", "999999", "--sae", d])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_an_sae_of_another_width_is_refused_before_encoding(tmp_path, phantom, tiny_encoder, cache):
+    from saerad.sae import create_sae, save_sae
+
+    d = tmp_path / "sae-7"
+    save_sae(create_sae("hybrid-gated", d_in=7, d_sae=28, seed=0), d)
+    fresh = tmp_path / "fresh-cache"
+    with pytest.raises(BenchError, match=r"reads 7-d tokens, but encoder .* gives \d+-d CLS tokens"):
+        run(RunRequest(systems=["saerad"], system_options={"saerad": {"sae": str(d)}},
+                       data=DataConfig(data_root=phantom, encoder=tiny_encoder, cache_dir=fresh),
+                       metrics=["bleu"], out=tmp_path / "out", n_bootstrap=20))
+    # Nothing was encoded: the fresh cache holds no token files.
+    assert not [p for p in (fresh / "tokens").rglob("*") if p.is_file()]
