@@ -5,7 +5,7 @@ one Figure-4 row per finding (pacemaker, sternotomy wires, cardiomegaly: its bes
 the first test image that has it), and `bench counterfactual eval` (checks and localisation on
 50 images per finding) written to docs/counterfactual-eval.json and .md.
 
-    python scripts/counterfactual_docs.py [--n 50] [--steps 20]
+    python scripts/counterfactual_docs.py [--n 50] [--steps 10]
 """
 
 from __future__ import annotations
@@ -28,21 +28,20 @@ from saerad.counterfactual.truth import DEFAULT_FINDINGS  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--panels-only", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import torch
 
     torch.set_num_threads(1)
-    ctx, gen, src, _ = open_generator(None, None, None, "cpu", None, None, 50, "ddim", 0)
+    ctx, gen, src, _ = open_generator(None, None, None, "cpu", None, None, args.steps, "ddim", 0)
     for finding in DEFAULT_FINDINGS:
         sample, feature, _ = choose_target(ctx, src, None, None, finding, "test")
         path = draw_panel(ctx, gen, src, sample, feature, finding, None, REPO / "docs" / "img" / f"counterfactual-{finding}.png")
         print(path)
     if args.panels_only:
         return
-    gen.steps = args.steps
     t0 = time.perf_counter()
     result = run_eval(gen, ctx, src, list(DEFAULT_FINDINGS), [], args.n, 1, None)
     result.settings["seconds"] = round(time.perf_counter() - t0)

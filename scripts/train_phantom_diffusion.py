@@ -47,7 +47,8 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer.train(progress=lambda step, total, rec: step % 10 == 0 and logging.info(
         "step %d/%d loss %.4f, %.1f images/s", step, total, rec["loss"], rec["images_per_s"]))
-    logging.info("trained %d steps in %.0f s", trainer.step, time.perf_counter() - t0)
+    # A resumed run logs the step it starts from; this line says where it ended and how long it took.
+    logging.info("at step %d of %d after %.0f s", trainer.step, trainer.total_steps, time.perf_counter() - t0)
     PHANTOM_DIFFUSION_DIR.mkdir(parents=True, exist_ok=True)
     for name in (ck.WEIGHTS_FILE, ck.CONFIG_FILE, ck.HISTORY_FILE, ck.LOSS_PLOT):
         shutil.copy2(args.work / name, PHANTOM_DIFFUSION_DIR / name)

@@ -38,7 +38,7 @@ class DiffusionConfig:
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"
     # Training recipe
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 1e-2  # AdamW's default

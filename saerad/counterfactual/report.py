@@ -101,10 +101,11 @@ def markdown(result: EvalResult) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for r in locs:
             lo = r.localisation
-            ratio = lo.hit_rate.value / lo.random_hit_rate.value if lo.random_hit_rate.value > 0 else float("inf")
+            ratio = (f"{lo.hit_rate.value / lo.random_hit_rate.value:.1f}x" if lo.random_hit_rate.value > 0
+                     else "inf (random 0)")
             src = f"{r.from_test} test" + (f" + {r.from_validate} validate" if r.from_validate else "")
             lines.append(f"| {r.target} | #{lo.feature} ({lo.feature_train_auroc:.3f}) | {src} | {_cell(lo.hit_rate)} | "
-                         f"{_cell(lo.random_hit_rate)} | {ratio:.1f}x | {_cell(lo.iou)} | {_cell(lo.random_iou)} |")
+                         f"{_cell(lo.random_hit_rate)} | {ratio} | {_cell(lo.iou)} | {_cell(lo.random_iou)} |")
         lines.append("")
     lines += ["| target | feature | beta | n | effectiveness: h_i(add) > h_i(remove) | gap / beta | fires on neither | "
               "reversibility, SAE cycle: tokens | pixels | reversibility, pixel cycle: pixels | tokens | "
