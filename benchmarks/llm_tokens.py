@@ -12,7 +12,7 @@ are what this small model wrote and say little about a real judge's answers.
 GREEN's prompt comes from the installed green_score package (or --green-prompt FILE); without
 either GREEN is reported unavailable. Printed side by side from one run:
 
-    python benchmarks/llm_tokens.py [--n 5] [--threads 2] [--green-prompt FILE] [--json]
+    python benchmarks/llm_tokens.py [--n 5] [--threads 1] [--green-prompt FILE] [--json]
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def measure(name: str, metric: Any, client: LLMClient, refs: list[str], preds: l
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=5, help="studies")
-    ap.add_argument("--threads", type=int, default=2)
+    # One thread: on a machine shared with other jobs llama.cpp's waiting threads spin, and two
+    # of them ran GREEN's 2,048-token answers about 10x slower than one.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--green-prompt", type=Path, default=None, help="GREEN prompt template file")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
