@@ -50,7 +50,7 @@ EVAL_ENV = "SAERAD_RATESCORE_EVAL_MODEL"
 WORKER = Path(__file__).with_name("worker.py")
 PROTOCOL = 1
 INSTALL_HINT = (f"make an environment with `python -m venv ~/ratescore-env && ~/ratescore-env/bin/pip install "
-                f"ratescore=={PINNED_VERSION} medspacy 'transformers<5' torch sentencepiece` and set "
+                f"ratescore=={PINNED_VERSION} medspacy 'pandas<2.3' 'numpy<2' 'transformers<5' torch sentencepiece` and set "
                 f"{PYTHON_ENV}=~/ratescore-env/bin/python (docs/metrics-text-similarity.md)")
 HUB_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "spm.model", "added_tokens.json"]
