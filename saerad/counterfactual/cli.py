@@ -35,6 +35,11 @@ Steps = typer.Option(10, "--steps", help="sampling steps of the DDIM scheduler (
                                          "measures; DDPM always takes all 1,000)")
 Scheduler = typer.Option("ddim", "--scheduler", help="ddim (fast, deterministic) or ddpm (the full chain)")
 Seed = typer.Option(0, "--seed", help="noise seed: every image of one panel starts from the same noise")
+ImageId = typer.Option(None, "--image", help="dicom_id of an image of the split (default: one with --finding)")
+Feature = typer.Option(None, "--feature", help="SAE feature id (default: the best detector of --finding)")
+Finding = typer.Option(None, "--finding", help="phantom finding whose best feature to use (default pacemaker)")
+Beta = typer.Option(None, "--beta", help="code of the added feature (default: its training maximum)")
+Split = typer.Option("test", "--split")
 
 
 @counterfactual_app.command("train")
@@ -137,12 +142,10 @@ def choose_target(ctx, src, image: Optional[str], feature: Optional[int], findin
 @counterfactual_app.command("show")
 @bench_errors
 def show(
-    image: Optional[str] = typer.Option(None, "--image", help="dicom_id of an image of the split (default: one with --finding)"),
-    feature: Optional[int] = typer.Option(None, "--feature", help="SAE feature id (default: the best detector of --finding)"),
-    finding: Optional[str] = typer.Option(None, "--finding", help="phantom finding whose best feature to use (default pacemaker)"),
-    beta: Optional[float] = typer.Option(None, "--beta", help="code of the added feature (default: its training maximum)"),
+    image: Optional[str] = ImageId, feature: Optional[int] = Feature, finding: Optional[str] = Finding,
+    beta: Optional[float] = Beta,
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default: counterfactual-<image>-f<feature>.png)"),
-    split: str = typer.Option("test", "--split"),
+    split: str = Split,
     model_dir: Optional[Path] = ModelDir, sae_dir: Optional[Path] = SaeDir, steps: int = Steps,
     scheduler: str = Scheduler, seed: int = Seed, data_root: Optional[Path] = DataRoot, reports: Optional[Path] = Reports,
     encoder: Optional[str] = Encoder, cache_dir: Optional[Path] = CacheDir, device: str = Device,
@@ -185,13 +188,11 @@ def draw_panel(ctx, gen, src, sample, feature: int, finding: Optional[str], beta
 @counterfactual_app.command("mask")
 @bench_errors
 def mask(
-    image: Optional[str] = typer.Option(None, "--image", help="dicom_id (default: as for show)"),
-    feature: Optional[int] = typer.Option(None, "--feature"),
-    finding: Optional[str] = typer.Option(None, "--finding"),
-    beta: Optional[float] = typer.Option(None, "--beta"),
+    image: Optional[str] = ImageId, feature: Optional[int] = Feature, finding: Optional[str] = Finding,
+    beta: Optional[float] = Beta,
     threshold: float = typer.Option(0.5, "--threshold", help="keep pixels whose difference is at least this share of the maximum"),
     out: Optional[Path] = typer.Option(None, "--out", help="PNG path (default: mask-<image>-f<feature>.png)"),
-    split: str = typer.Option("test", "--split"),
+    split: str = Split,
     model_dir: Optional[Path] = ModelDir, sae_dir: Optional[Path] = SaeDir, steps: int = Steps,
     scheduler: str = Scheduler, seed: int = Seed, data_root: Optional[Path] = DataRoot, reports: Optional[Path] = Reports,
     encoder: Optional[str] = Encoder, cache_dir: Optional[Path] = CacheDir, device: str = Device,
