@@ -3,12 +3,13 @@
     model.safetensors   weights of TokenConditionedUNet (token statistics included); metadata: step
     config.json         {"format", "config", "token_dim", "encoder", "data", "step", "epoch"}
     history.json        the training and validation loss records
-    train_state.pt      optimiser state, step, epoch, RNG state: what resume needs
+    train_state.pt      weights, optimiser state, step and history in one file: what resume reads
     loss.png            the loss curve (written with every checkpoint)
 
 Files are written to a temporary name and renamed into place, so a run killed at any moment
-leaves the previous checkpoint whole; the step in both the weights and train_state.pt lets
-resume notice files from different steps.
+leaves the previous checkpoint whole. Resume reads train_state.pt alone (it holds its own copy of
+the weights), so a kill between the two files' renames cannot pair weights of one step with the
+optimiser state of another.
 
 A checkpoint names the encoder whose CLS tokens it was trained on (its weights fingerprint, its
 token width): `check_encoder` refuses to condition it on tokens of any other encoder, whose

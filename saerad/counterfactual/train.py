@@ -90,11 +90,10 @@ class DiffusionTrainer:
                 diff = _first_difference(was, now)
                 raise BenchError(f"{self.out} holds a training run with another {key} ({diff}); resume it with the "
                                  "same settings or choose a new --out directory")
-        if ck.weights_step(self.out) != state["step"]:
-            raise BenchError(f"{self.out}: the weights are of step {ck.weights_step(self.out)} but the training state "
-                             f"of step {state['step']} (files of two runs?); choose a new --out directory")
-        model, _ = ck.load_model(self.out, self.device)
-        self.model.load_state_dict(model.state_dict())
+        # The training state holds its own copy of the weights, written in the same atomic file as
+        # the optimiser and step: a kill between writing model.safetensors and train_state.pt
+        # leaves the published weights one checkpoint ahead, never a mismatched pair to resume from.
+        self.model.load_state_dict(state["model"])
         self.model.train()
         self.opt.load_state_dict(state["optimizer"])
         self.step, self.history = int(state["step"]), state["history"]
@@ -104,7 +103,7 @@ class DiffusionTrainer:
         epoch = self.step / self.steps_per_epoch
         ck.save_model(self.model, self.out, {**self.meta, "epoch": round(epoch, 4)}, self.step)
         ck.save_train_state(self.out, {"step": self.step, "optimizer": self.opt.state_dict(),
-                                       "history": self.history})
+                                       "history": self.history, "model": self.model.state_dict()})
         ck.save_history(self.out, self.history)
         plot_losses(self.history, self.out / ck.LOSS_PLOT)
 
