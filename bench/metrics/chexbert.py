@@ -249,20 +249,25 @@ class CheXbertLabeller:
         return out
 
 
+class CheXbertModelOptions(OptionsModel):
+    """Where CheXbert comes from and how it runs: shared by the metrics that use the model."""
+
+    weights_path: Path | None = None  # chexbert.pth (default: $SAERAD_CHEXBERT_PATH, the HF cache)
+    tokenizer_path: Path | None = None  # vocab.txt or its directory
+    device: str = "cpu"
+    batch_size: int = Field(DEFAULT_BATCH, ge=1)
+    cache_dir: Path | None = None  # Hugging Face cache to look in / download to
+    label_cache_dir: Path | None = None  # another directory for <cache root>/chexbert/labels.sqlite
+
+
 class CheXbertMetric(LabelF1Metric):
     name = "chexbert"
     prefix = "chexbert"
     columns = ("chexbert_ma5", "chexbert_ma14", "chexbert_mi5", "chexbert_mi14")
     headers = {"chexbert_ma5": "Ma-5", "chexbert_ma14": "Ma-14", "chexbert_mi5": "Mi-5", "chexbert_mi14": "Mi-14"}
 
-    class Options(OptionsModel):
-        weights_path: Path | None = None  # chexbert.pth (default: $SAERAD_CHEXBERT_PATH, the HF cache)
-        tokenizer_path: Path | None = None  # vocab.txt or its directory
-        device: str = "cpu"
-        batch_size: int = Field(DEFAULT_BATCH, ge=1)
-        cache_dir: Path | None = None  # Hugging Face cache to look in / download to
+    class Options(CheXbertModelOptions):
         label_cache: bool = True  # keep labels in <cache root>/chexbert/labels.sqlite
-        label_cache_dir: Path | None = None  # another directory for the label cache
     description = ("CheXbert (Smit et al. 2020) labels, weights StanfordAIMI/RRG_scorers chexbert.pth, "
                    "bert-base-uncased tokenizer, 512-token truncation; rrg mapping (positive/uncertain -> 1); "
                    "F1 as sklearn classification_report, default zero_division; top-5 = Cardiomegaly, Edema, "

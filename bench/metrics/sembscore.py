@@ -21,11 +21,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from bench.metrics.chexbert import DEFAULT_BATCH, CheXbertMetric
+from bench.metrics.chexbert import DEFAULT_BATCH, CheXbertMetric, CheXbertModelOptions
 from bench.metrics.means import MeanScoresMetric
-from bench.options import OptionsModel
 
 
 def _pack(vector: np.ndarray) -> str:
@@ -50,14 +48,8 @@ class SembScoreMetric(MeanScoresMetric):
     description = ("SembScore (CXR-Report-Metric's semb_score): cosine similarity of the last-layer [CLS] states of "
                    "CheXbert (StanfordAIMI/RRG_scorers chexbert.pth) for reference and prediction, mean over samples")
 
-    class Options(OptionsModel):
-        weights_path: Path | None = None  # chexbert.pth (default: $SAERAD_CHEXBERT_PATH, the HF cache)
-        tokenizer_path: Path | None = None  # vocab.txt or its directory
-        device: str = "cpu"
-        batch_size: int = Field(DEFAULT_BATCH, ge=1)
-        cache_dir: Path | None = None  # Hugging Face cache to look in / download to
+    class Options(CheXbertModelOptions):  # CheXbert's own options, and:
         embedding_cache: bool = True  # keep embeddings in <cache root>/chexbert/labels.sqlite
-        label_cache_dir: Path | None = None  # another directory for that file
 
     def __init__(self, weights_path: str | Path | None = None, tokenizer_path: str | Path | None = None,
                  device: str = "cpu", batch_size: int = DEFAULT_BATCH, cache_dir: str | Path | None = None,
