@@ -128,8 +128,9 @@ def test_llm_path_with_a_scripted_backend(tmp_path, phantom, tiny_encoder, cache
 
     made: list[dict] = []
 
-    def make_client(spec, model, cache_path, **kw):
+    def make_client(spec, model, cache_path, use=None, **kw):
         made.append(kw)
+        assert use == "saerad"  # the endpoint file's use SAE-Rad asks for
         return LLMClient(backend, **kw)
 
     monkeypatch.setattr(bench.llm, "make_client", make_client)
