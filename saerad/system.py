@@ -297,15 +297,15 @@ class SaeRadSystem(System):
         train = ctx.dataset("train")
         if not train.samples:
             raise DataError("the training split is empty; saerad needs training images and reports")
-        self._check_sae_width(ctx)
-        tokens = ctx.tokens(train.samples, "train")
-        data_key = {"train": train.fingerprint, "encoder": ctx.encoder().fingerprint}
-        torch.manual_seed(self.opts.seed)
         from saerad.sae import SAEError
 
-        try:
+        try:  # the SAE library's own errors are the user's to fix: one line, exit 2
+            self._check_sae_width(ctx)
+            tokens = ctx.tokens(train.samples, "train")
+            data_key = {"train": train.fingerprint, "encoder": ctx.encoder().fingerprint}
+            torch.manual_seed(self.opts.seed)
             self._get_sae(ctx, tokens, data_key)
-        except SAEError as exc:  # the SAE library's own errors are the user's to fix: one line, exit 2
+        except SAEError as exc:
             raise BenchError(f"saerad: {exc}") from exc
         index = self._get_index(ctx, tokens, train.samples, data_key)
         self._get_labels(ctx, index, train.samples)
@@ -316,13 +316,9 @@ class SaeRadSystem(System):
         """A given SAE must read the encoder's tokens: said before any image is encoded."""
         if not self.opts.sae:
             return
-        from saerad.sae import SAEError
         from saerad.sae.checkpoint import read_config
 
-        try:
-            d_in = read_config(Path(self.opts.sae).expanduser()).get("sae_config", {}).get("d_in")
-        except SAEError as exc:
-            raise BenchError(f"saerad: {exc}") from exc
+        d_in = read_config(Path(self.opts.sae).expanduser()).get("sae_config", {}).get("d_in")
         encoder = ctx.encoder()
         if d_in is not None and int(d_in) != encoder.dim:
             raise BenchError(f"saerad: the SAE in {self.opts.sae} reads {d_in}-d tokens, but encoder "

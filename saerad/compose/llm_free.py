@@ -112,13 +112,12 @@ def _statements(features: Sequence[ActiveFeature], pool: str) -> list[_Statement
             tps = topics(text)
             st = _Statement(text, words, tps, is_normal(text), [f.id], f.score)
             if pool == "sum":
-                same = by_claim.get(_claim(st))
-                if same is not None:
+                same = by_claim.setdefault(_claim(st), st)
+                if same is not st:
                     if f.id not in same.features:
                         same.features.append(f.id)
                         same.score += f.score
                     continue
-                by_claim[_claim(st)] = st
             out.append(st)
     # Pooling can reorder: three features that weakly agree outweigh one strong feature.
     return sorted(out, key=lambda st: -st.score) if pool == "sum" else out
