@@ -186,9 +186,12 @@ def test_metric_scores_counts_fails_and_caches(tmp_path):
         m = GreenMetric(prompt=str(f), progress=False, client=client)
         m.check()
         rows = m.per_sample(refs, preds)
-        body = srv.bodies[0]
-        assert body["messages"] == [{"role": "user", "content": "REF: ref one\nCAND: cand-half"}]
-        assert body["temperature"] == 0.0 and body["max_tokens"] == 2048
+        # Requests run concurrently, so the server sees them in any order: each prompt is the
+        # file's template filled with its own pair, and nothing else is sent.
+        expected = [[{"role": "user", "content": f"REF: {r}\nCAND: {c}"}] for r, c in zip(refs, preds)]
+        sent = [b["messages"] for b in srv.bodies]
+        assert all(x in sent for x in expected) and all(x in expected for x in sent)
+        assert all(b["temperature"] == 0.0 and b["max_tokens"] == 2048 for b in srv.bodies)
         assert list(rows["green_failed"]) == [False, False, True]
         assert "unexpected format" in rows["green_error"][2]
         assert math.isnan(rows["green_score"][2])  # failed: no score at all
