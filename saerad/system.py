@@ -182,6 +182,13 @@ class SaeRadSystem(System):
                                        use="saerad")
         return self._client
 
+    def close(self) -> None:
+        # Stops a managed LLM server this system started, so that a metric whose judge is the
+        # same endpoint of the same file can start it again on its port.
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def _recipe(self, ctx, n_train: int):
         from saerad.sae import TrainConfig
 

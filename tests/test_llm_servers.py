@@ -278,3 +278,47 @@ log = "{tmp_path / 'server.log'}"
     assert llm["servers"][0]["url"] == f"http://127.0.0.1:{port}/v1"
     assert "POST /v1/chat/completions" in (tmp_path / "server.log").read_text()
     assert not port_in_use("127.0.0.1", port)  # stopped once the metric was done
+
+
+def test_saerad_stops_its_managed_server_when_generation_ends_so_a_metric_can_reuse_the_port(tmp_path):
+    """SAE-Rad and a judged metric named by one endpoint file share one managed endpoint: the
+    system's server must be gone once the system is closed, or the metric's start would find
+    the port taken."""
+    pytest.importorskip("llama_cpp")
+    from types import SimpleNamespace
+
+    from saerad.system import SaeRadSystem
+
+    port = free_port()
+    (tmp_path / "llm.toml").write_text(f"""
+[uses]
+saerad = "local"
+radfact = "local"
+
+[endpoints.local]
+kind = "openai"
+url = "http://127.0.0.1:{port}/v1"
+model = "smollm2"
+managed = true
+
+[endpoints.local.server]
+engine = "llama-cpp"
+threads = 1
+context = 2048
+log = "{tmp_path / 'server.log'}"
+""")
+    system = SaeRadSystem.from_options({"llm": f"@{tmp_path / 'llm.toml'}"})
+    client = system._llm(SimpleNamespace(cache_dir=tmp_path / "cache"))
+    client.start_servers()
+    [srv] = client.servers
+    pid = srv.process.pid
+    assert port_in_use("127.0.0.1", port)
+    system.close()
+    assert wait_gone(pid) and not port_in_use("127.0.0.1", port)
+    # The next user of the same endpoint (here the metric's judge) starts it afresh.
+    from bench.llm import make_client
+
+    judge = make_client(f"@{tmp_path / 'llm.toml'}", None, tmp_path / "cache" / "r.sqlite", use="radfact")
+    with judge.serving():
+        assert port_in_use("127.0.0.1", port)
+    assert not port_in_use("127.0.0.1", port)

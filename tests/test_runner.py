@@ -346,3 +346,33 @@ def test_bench_score_reads_a_users_file_with_or_without_references(tmp_path, pha
         from bench.stages.score import score_input
 
         score_input(read_predictions(g), g, DataConfig(data_root=phantom, cache_dir=tmp_path / "cache"))
+
+
+def test_the_system_is_closed_before_scoring_also_after_a_crash(tmp_path, phantom, tiny_encoder, monkeypatch):
+    """What a system holds (an LLM client and the managed server it started) is released once
+    generation stops, so a metric judged by the same endpoint finds the port free."""
+    from baselines.reference import ReferenceSystem
+    from bench.metrics.nlg import RougeMetric
+
+    events: list[str] = []
+    original_generate, original_score = ReferenceSystem.generate, RougeMetric.per_sample
+    monkeypatch.setattr(ReferenceSystem, "close", lambda self: events.append("close"), raising=False)
+
+    def scoring(self, *a, **kw):
+        events.append("score")
+        return original_score(self, *a, **kw)
+
+    monkeypatch.setattr(RougeMetric, "per_sample", scoring)
+    one(tmp_path, phantom, tiny_encoder, metrics=["rouge"])
+    assert events[0] == "close" and events.count("close") == 1 and "score" in events
+
+    def crashing(self, queries, ctx):
+        yield from ()
+        raise RuntimeError("the model crashed")
+
+    events.clear()
+    monkeypatch.setattr(ReferenceSystem, "generate", crashing)
+    with pytest.raises(BenchError, match="the model crashed"):
+        one(tmp_path, phantom, tiny_encoder, out="runs2")
+    assert events == ["close"]
+    monkeypatch.setattr(ReferenceSystem, "generate", original_generate)

@@ -124,6 +124,11 @@ def _generate_locked(cfg: GenerateConfig, system: System, ctx: RunContext, ds: D
             ctx.timings["generate_s"] = time.perf_counter() - t0
         except (Exception, KeyboardInterrupt) as exc:  # keep what was made; say how to continue
             error = exc
+        finally:
+            try:
+                system.close()
+            except Exception as exc:  # a failed clean-up must not hide the run's own outcome
+                log.warning("system %s: closing failed: %s", cfg.system, exc)
     have = len(done) + n_new
     missing = len(ds.samples) - have
     manifest.update({

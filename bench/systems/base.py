@@ -61,6 +61,11 @@ class System(ABC):
     def generate(self, queries: Sequence[Query], ctx: "RunContext") -> Iterator[Prediction]:
         """Yield one Prediction per query, in order. May batch internally."""
 
+    def close(self) -> None:
+        """Release what generation held (LLM clients and the servers they started, subprocesses),
+        so that the scorers after it find the port and the GPU free. Called once generation
+        stops, also after an error. Default: nothing held."""
+
     def config(self) -> dict[str, Any]:
         """Everything that determines this system's output, for the run manifest."""
         return {"name": self.name, "options": self.options.model_dump(mode="json")}
