@@ -62,6 +62,8 @@ class GreenMetric(Metric):
                    "(from the installed green_score package or a file); per study matched / (matched + significant "
                    "errors), 0 when nothing matched; the mean over studies. Answers not in GREEN's format and "
                    "requests not answered fail their study (never scored)")
+    llm_option = "judge"  # `--endpoints FILE` gives it @FILE when the file's [uses] names green
+    llm_use = USE
 
     class Options(OptionsModel):
         judge: str | None = None

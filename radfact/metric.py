@@ -74,6 +74,8 @@ class RadFactMetric(Metric):
                    "candidate phrases (logical recall); per-study fractions, NaN-aware means over studies, "
                    "F1 of the two means; unparseable answers not entailed; studies with unmatched evidence dropped; "
                    "studies the judge did not answer failed, never scored")
+    llm_option = "judge"  # `--endpoints FILE` gives it @FILE when the file's [uses] names radfact
+    llm_use = USE
 
     class Options(OptionsModel):
         judge: str | None = None  # LLM spec (docs/llm.md); None: unavailable

@@ -140,6 +140,10 @@ class SaeRadSystem(System):
     name = "saerad"
     description = "SAE-Rad: sparse autoencoder features of the CLS token, labelled and composed into findings"
     needs_train = True
+    # `--endpoints FILE` gives `llm` @FILE only when the file's [uses] names saerad (not for
+    # uses.default), so SAE-Rad stays LLM-free unless asked.
+    llm_option = "llm"
+    llm_use = "saerad"
 
     Options = SaeRadOptions
 

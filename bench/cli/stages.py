@@ -29,6 +29,8 @@ METRICS = typer.Option(None, "--metrics", "-m", help="metric names, comma-separa
 METRIC_OPT = typer.Option(None, "--metric-opt", help="metric option METRIC.key=value (repeatable)")
 BOOTSTRAP = typer.Option(1000, help="bootstrap resamples of studies for intervals (0: none)")
 SEED = typer.Option(0, help="bootstrap seed")
+ENDPOINTS = typer.Option(None, "--endpoints", help="endpoint file (docs/llm-servers.md): each LLM use its [uses] table "
+                         "names (saerad, radfact, green, ...) gets @FILE; an --opt/--metric-opt given for it wins")
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +49,16 @@ def _data(data_root, reports, split, unit, limit, cache_dir, encoder=None, devic
                       encoder=encoder, device=device, dataset=dataset, sections=sections)
 
 
+def _with_endpoints(path: Path | None, systems: list[str], system_options: dict, metrics: list[str],
+                    metric_options: dict) -> tuple[dict, dict]:
+    """The options with `--endpoints FILE` applied (bench.llm.endpoints); unchanged without one."""
+    if path is None:
+        return system_options, metric_options
+    from bench.llm.endpoints import apply_endpoint_file
+
+    return apply_endpoint_file(path, systems, system_options, metrics, metric_options)
+
+
 def run(
     system: list[str] = typer.Option(..., "--system", "-s", help="system name(s); repeat or comma-separate"),
     opt: Optional[list[str]] = typer.Option(None, "--opt", help="system option SYSTEM.key=value (repeatable; "
@@ -62,6 +74,7 @@ def run(
     bootstrap: int = BOOTSTRAP, seed: int = SEED, cache_dir: Optional[Path] = CACHE_DIR,
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="keep runs in which over 5% of the "
                                         "predictions fell back from the system's own method (tables mark them)"),
+    endpoints: Optional[Path] = ENDPOINTS,
 ) -> None:
     from bench.stages.leaderboard import load_boards, render
     from bench.stages.run import RunRequest
@@ -70,10 +83,12 @@ def run(
 
     systems = split_list(system)
     metric_list = split_list(metrics) or list(DEFAULT_METRICS)
-    req = RunRequest(systems=systems, system_options=addressed(opt, "--opt", systems, "system"),
-                     labels=labels(label, systems),
+    system_options, metric_options = _with_endpoints(endpoints, systems, addressed(opt, "--opt", systems, "system"),
+                                                     metric_list, addressed(metric_opt, "--metric-opt", metric_list,
+                                                                            "metric"))
+    req = RunRequest(systems=systems, system_options=system_options, labels=labels(label, systems),
                      data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device, dataset, sections),
-                     metrics=metric_list, metric_options=addressed(metric_opt, "--metric-opt", metric_list, "metric"),
+                     metrics=metric_list, metric_options=metric_options,
                      out=out, n_bootstrap=bootstrap, seed=seed, allow_fallback=allow_fallback)
     parent, dirs = run_stages(req)
     for d in dirs:
@@ -93,13 +108,15 @@ def generate(
     cache_dir: Optional[Path] = CACHE_DIR,
     allow_fallback: bool = typer.Option(False, "--allow-fallback", help="keep runs in which over 5% of the "
                                         "predictions fell back from the system's own method (tables mark them)"),
+    endpoints: Optional[Path] = ENDPOINTS,
 ) -> None:
     from bench.stages.data import open_context
     from bench.stages.generate import generate as generate_one
     from bench.stages.run import RunRequest, build_systems, generate_config
 
     systems = split_list(system)
-    req = RunRequest(systems=systems, system_options=addressed(opt, "--opt", systems, "system"),
+    system_options, _ = _with_endpoints(endpoints, systems, addressed(opt, "--opt", systems, "system"), [], {})
+    req = RunRequest(systems=systems, system_options=system_options,
                      labels=labels(label, systems),
                      data=_data(data_root, reports, split, unit, limit, cache_dir, encoder, device, dataset, sections),
                      metrics=[], out=out, allow_fallback=allow_fallback)
@@ -120,6 +137,7 @@ def score(
     limit: Optional[int] = LIMIT, dataset: Optional[str] = DATASET, sections: str = SECTIONS,
     metrics: Optional[list[str]] = METRICS, metric_opt: Optional[list[str]] = METRIC_OPT,
     bootstrap: int = BOOTSTRAP, seed: int = SEED, cache_dir: Optional[Path] = CACHE_DIR,
+    endpoints: Optional[Path] = ENDPOINTS,
 ) -> None:
     """With --predictions, references come from the file when every line has one and no
     --data-root is given; otherwise from the dataset (default: the embedded phantom)."""
@@ -132,7 +150,9 @@ def score(
         raise BenchError("give either --run DIR (a run directory) or --predictions FILE")
     metric_list = split_list(metrics) or list(DEFAULT_METRICS)
     root = cache_dir.expanduser().resolve() if cache_dir else cache_root()
-    prepared = prepare_metrics(metric_list, addressed(metric_opt, "--metric-opt", metric_list, "metric"), root)
+    _, metric_options = _with_endpoints(endpoints, [], {}, metric_list,
+                                        addressed(metric_opt, "--metric-opt", metric_list, "metric"))
+    prepared = prepare_metrics(metric_list, metric_options, root)
     if run_dir:
         for d in run_dir:
             agg = score_run(d, prepared, bootstrap, seed, cache_dir)

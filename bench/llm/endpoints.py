@@ -25,7 +25,10 @@
 An LLM spec `@FILE` (or `@FILE#NAME`) names an endpoint of the file wherever a spec is
 accepted (`--opt saerad.llm=@llm.toml`, `--metric-opt radfact.judge=@llm.toml`,
 `bench radfact --judge @llm.toml#judge`). Without `#NAME` the endpoint is the one `[uses]`
-gives the asking use, else `[uses].default`, else the file's only endpoint.
+gives the asking use, else `[uses].default`, else the file's only endpoint. `--endpoints FILE`
+on `bench run`/`generate`/`score` gives `@FILE` to the LLM option of every use the file's
+[uses] table names (`apply_endpoint_file`); each plug-in declares that option itself
+(`llm_option`, `llm_use` on its System or Metric class).
 
 Keys come only from the environment: a key written into the file is refused (any field
 named like a key, or an `api_key_env` that is not a variable name), and so is any key
@@ -34,8 +37,10 @@ the format does not know. Everything is checked when the file is read, before an
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +49,8 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError
+
+log = logging.getLogger(__name__)
 
 SPEC_PREFIX = "@"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -286,3 +293,101 @@ def backend_settings(r: Resolved) -> dict[str, Any]:
     if e.kind == "gguf" and e.n_ctx is not None:
         kw["n_ctx"] = e.n_ctx
     return kw
+
+
+# -- `--endpoints FILE`: the file for every LLM use of a command ---------------------
+
+@dataclass(frozen=True)
+class LLMUse:
+    """One system's or metric's LLM: the option that takes the spec and the [uses] name."""
+
+    kind: str  # "system" | "metric"
+    owner: str  # its registry name
+    option: str  # e.g. "llm", "judge"
+    use: str  # its name in an endpoint file's [uses] table
+
+
+def llm_use_of(kind: str, name: str, cls: type) -> LLMUse | None:
+    """The LLM use a plug-in class declares (`llm_option`, `llm_use`), or None when it asks none."""
+    option = getattr(cls, "llm_option", None)
+    if option is None:
+        return None
+    fields = getattr(getattr(cls, "Options", None), "model_fields", {})
+    if option not in fields:  # a plug-in's mistake: say it here rather than as an unknown --opt
+        raise BenchError(f"{kind} {name} declares llm_option = {option!r}, which is not one of its options "
+                         f"({', '.join(sorted(fields)) or 'none'})")
+    return LLMUse(kind, name, option, getattr(cls, "llm_use", None) or name)
+
+
+def registered_uses() -> list[LLMUse]:
+    """The LLM uses of every installed system and metric (a plug-in that fails to load is logged)."""
+    from bench.registry import metrics, systems
+
+    out = []
+    for kind, registry in (("system", systems), ("metric", metrics)):
+        for name, cls in sorted(registry.load_all().items()):
+            u = llm_use_of(kind, name, cls)
+            if u is not None:
+                out.append(u)
+    return out
+
+
+def selected_uses(system_names: Sequence[str], metric_names: Sequence[str]) -> list[LLMUse]:
+    """The LLM uses of the systems and metrics a command runs (unknown names: UnknownNameError)."""
+    from bench.metrics.registry import metric_class
+    from bench.systems.registry import system_class
+
+    found = [llm_use_of("system", n, system_class(n)) for n in system_names]
+    found += [llm_use_of("metric", n, metric_class(n)) for n in metric_names]
+    return [u for u in found if u is not None]
+
+
+def options_from_file(path: Path | str, selected: Sequence[LLMUse], known: Iterable[str],
+                      system_options: Mapping[str, Mapping[str, str]],
+                      metric_options: Mapping[str, Mapping[str, str]],
+                      ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """(system options, metric options) with `@FILE` as the LLM option of every selected use
+    the file's [uses] table names; an option given on the command line is kept (and logged).
+
+    A use the file does not name keeps its own default: `uses.default` serves only specs that
+    name the file without an endpoint, so it never switches a system to its LLM variant. A
+    [uses] name no installed system or metric asks under is an error listing the known ones; one
+    that only this command does not run is a warning."""
+    path = Path(path).expanduser()
+    ef = load_endpoint_file(path)
+    spec = f"{SPEC_PREFIX}{path.resolve()}"
+    known_names = sorted(set(known))
+    unknown = sorted(set(ef.uses) - {*known_names, "default"})
+    if unknown:
+        raise EndpointFileError(
+            f"endpoint file {path}: its uses table names {', '.join(unknown)}, which no installed system or metric "
+            f"asks an LLM under (a typo?); the known uses are {', '.join(known_names) or 'none'}, and default")
+    asked = {u.use for u in selected}
+    for name in sorted(set(ef.uses) - asked - {"default"}):
+        log.warning("--endpoints %s: no system or metric of this command asks under uses.%s, so it is not used "
+                    "(this command's LLM uses: %s)", path, name, ", ".join(sorted(asked)) or "none")
+    out = {"system": {k: dict(v) for k, v in system_options.items()},
+           "metric": {k: dict(v) for k, v in metric_options.items()}}
+    flag = {"system": "--opt", "metric": "--metric-opt"}
+    for u in selected:
+        given = out[u.kind].get(u.owner, {})
+        if u.use not in ef.uses:
+            log.info("--endpoints %s: its uses table does not name %s, so %s.%s keeps %s", path, u.use, u.owner, u.option,
+                     "the value given" if u.option in given else "its default")
+        elif u.option in given:
+            log.info("%s %s.%s=%s given on the command line wins over --endpoints %s (uses.%s)",
+                     flag[u.kind], u.owner, u.option, given[u.option], path, u.use)
+        else:
+            resolve(spec, u.use)  # the endpoint(s) it gets are checked now, before any work
+            out[u.kind].setdefault(u.owner, {})[u.option] = spec
+            log.info("%s.%s=%s (--endpoints, uses.%s = %s)", u.owner, u.option, spec, u.use,
+                     ", ".join(_as_tuple(ef.uses[u.use])))
+    return out["system"], out["metric"]
+
+
+def apply_endpoint_file(path: Path | str, systems: Sequence[str], system_options: Mapping[str, Mapping[str, str]],
+                        metrics: Sequence[str], metric_options: Mapping[str, Mapping[str, str]],
+                        ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """`options_from_file` for a command's systems and metrics, the uses read from the registries."""
+    return options_from_file(path, selected_uses(systems, metrics), [u.use for u in registered_uses()],
+                             system_options, metric_options)

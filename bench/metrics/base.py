@@ -47,6 +47,11 @@ class Metric(ABC):
     version: ClassVar[str] = "1"  # bump when a change could move any number
     description: ClassVar[str] = ""  # implementation and normalisation, shown in docs and manifests
     Options: ClassVar[type[OptionsModel]] = NoOptions
+    # The option that takes an LLM spec (a judge, docs/llm.md) and the name the metric asks under
+    # in an endpoint file's [uses] table (None: its registry name); `--endpoints FILE` fills the
+    # option for a use the file names.
+    llm_option: ClassVar[str | None] = None
+    llm_use: ClassVar[str | None] = None
 
     # The run's cache root (datasets, tokens, labels, annotations, LLM answers live under it);
     # set by `from_options`. None: the default root (bench.data.default.cache_root).

@@ -46,6 +46,11 @@ class System(ABC):
     # A pinned requirements file, for a system that runs in its own virtual environment
     # (`bench env create NAME` builds it; bench/systems/environments.py).
     requirements: ClassVar[Path | None] = None
+    # The option that takes an LLM spec (docs/llm.md) and the name the system asks under in an
+    # endpoint file's [uses] table (None: its registry name); `--endpoints FILE` fills the option
+    # for a use the file names. Declared here so that core bench never imports the plug-in.
+    llm_option: ClassVar[str | None] = None
+    llm_use: ClassVar[str | None] = None
 
     def __init__(self, options: OptionsModel | None = None):
         self.options = options if options is not None else self.Options()
