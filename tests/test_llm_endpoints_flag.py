@@ -41,6 +41,13 @@ ENDPOINTS = """
     model = "green-model"
 """
 
+EVERY_USE = """
+    [uses]
+    saerad = "judge"
+    radfact = "judge"
+    green = "green"
+"""
+
 
 def write(tmp_path: Path, uses: str, endpoints: str = ENDPOINTS) -> Path:
     p = tmp_path / "llm.toml"
@@ -57,12 +64,7 @@ def test_each_named_use_gets_the_file_and_the_plugins_take_their_endpoint_from_i
     from bench.metrics.registry import get_metric
     from bench.systems.registry import get_system
 
-    f = write(tmp_path, """
-        [uses]
-        saerad = "judge"
-        radfact = "judge"
-        green = "green"
-    """)
+    f = write(tmp_path, EVERY_USE)
     spec = f"@{f.resolve()}"
     sys_opts, met_opts = apply_endpoint_file(f, ["saerad", "reference"], {"saerad": {"top_k": "5"}},
                                              ["radfact", "green", "bleu"], {"green": {"max_tokens": "100"}})
@@ -92,12 +94,7 @@ def test_a_use_the_file_does_not_name_keeps_its_default(tmp_path, caplog):
 
 
 def test_an_option_given_on_the_command_line_wins_and_the_log_says_so(tmp_path, caplog):
-    f = write(tmp_path, """
-        [uses]
-        saerad = "judge"
-        radfact = "judge"
-        green = "green"
-    """)
+    f = write(tmp_path, EVERY_USE)
     with caplog.at_level(logging.INFO, logger="bench.llm.endpoints"):
         sys_opts, met_opts = apply_endpoint_file(
             f, ["saerad"], {"saerad": {"llm": "none"}}, ["radfact", "green"],
@@ -175,12 +172,7 @@ def test_bench_score_judges_radfact_and_green_from_one_file(tmp_path):
 
     with FaultServer(lambda body, n: completion(scripted_answer(body["messages"])), models=["judge-model"]) as rf, \
             FaultServer(green, models=["green-model"]) as gr:
-        f = write(tmp_path, """
-            [uses]
-            radfact = "judge"
-            green = "green"
-            saerad = "judge"
-        """, ENDPOINTS.replace("127.0.0.1:9/v1", rf.url.split("//")[1], 1)
+        f = write(tmp_path, EVERY_USE, ENDPOINTS.replace("127.0.0.1:9/v1", rf.url.split("//")[1], 1)
                       .replace("127.0.0.1:9/v1", gr.url.split("//")[1], 1))
         r = bench("score", "--predictions", str(preds), "-m", "radfact,green", "--endpoints", str(f),
                   "--metric-opt", "radfact.mode=batched", "--metric-opt", f"green.prompt={prompt}",
