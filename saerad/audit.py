@@ -20,7 +20,13 @@ SAE-Rad turns an image into a report in four steps; on a phantom dataset the pla
                 (the provenance's active features and the descriptions the composer received).
 
 The check "the SAE must not lose what the encoder carries" flags a finding where the probe
-AUROC is >= 0.8 and the best feature's AUROC is below the probe's minus 0.03.
+AUROC is >= 0.8 and the best feature's AUROC is below the probe's minus 0.03. Two numbers say
+where such a gap comes from: the probe made as sparse as the feature (its decision value minus
+the training quantile at which it fires on as many training images as the feature, clipped at
+0: the best a feature this sparse could do along the probe's own direction), and, for a flagged
+finding, the co-occurring finding whose strata (test images with and without it) bring the
+feature and the probe within 0.03 of each other in each stratum, if there is one: then the two
+agree wherever they look, and the gap is only in how the strata are ranked against each other.
 
 Library code; `bench features audit` (saerad/cli.py) prints. See docs/saerad-audit.md.
 """
@@ -59,6 +65,10 @@ class FindingAudit:
     feature_train_auroc: float
     feature_auroc: float  # ... its test AUROC
     sae_loses: bool  # the check: probe >= 0.8 and feature < probe - 0.03
+    feature_fire_rate: float  # share of training images on which the chosen feature fires
+    probe_as_sparse: float  # the probe firing on that share of training images (see sparse_probe_auroc)
+    gap_stratum: dict[str, Any] | None  # flagged findings: see gap_stratum()
+    gap_explained_by: str  # flagged findings: "strata", "sparsity" or "" (see explain_gap)
     feature_label: str  # 3. label: the chosen feature's label ("" if none)
     feature_label_names: bool  # ... does it assert the finding?
     n_label_features: int  # features whose label asserts the finding
@@ -117,6 +127,55 @@ def feature_aurocs(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.full(acts.shape[1], math.nan)
     ranks = rankdata(acts, axis=0)
     return (ranks[pos].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def sparse_probe_auroc(train_scores: np.ndarray, test_scores: np.ndarray, y_test: np.ndarray,
+                       fire_rate: float) -> float:
+    """AUROC of the probe turned into a feature that fires on `fire_rate` of the training images:
+    max(score - q, 0), with q the training scores' (1 - fire_rate) quantile. What sparsity alone
+    costs: a feature that fires this rarely scores every image below its threshold alike."""
+    if not 0 < fire_rate <= 1:
+        return math.nan
+    cut = float(np.quantile(train_scores, 1 - fire_rate))
+    return float(feature_aurocs(np.maximum(np.asarray(test_scores) - cut, 0.0)[:, None], y_test)[0])
+
+
+def gap_stratum(feature: np.ndarray, probe: np.ndarray, y: np.ndarray, others: dict[str, np.ndarray],
+                min_class: int = 5) -> dict[str, Any] | None:
+    """The finding among `others` whose two strata (images without it, with it) leave the smallest
+    largest-within-stratum gap between the probe's and the feature's AUROC, when that gap is at
+    most SAE_SLACK; None otherwise. A stratum counts only with at least `min_class` images of
+    each class of `y`."""
+    best: dict[str, Any] | None = None
+    for name, g in others.items():
+        strata = []
+        for value in (0, 1):
+            m = np.asarray(g) == value
+            pos = int(np.asarray(y)[m].sum())
+            if pos < min_class or int(m.sum()) - pos < min_class:
+                break
+            f_auc = float(feature_aurocs(np.asarray(feature)[m][:, None], np.asarray(y)[m])[0])
+            p_auc = float(feature_aurocs(np.asarray(probe)[m][:, None], np.asarray(y)[m])[0])
+            strata.append({"n": int(m.sum()), "positives": pos, "feature": f_auc, "probe": p_auc})
+        if len(strata) != 2:
+            continue
+        worst = max(s["probe"] - s["feature"] for s in strata)
+        if worst <= SAE_SLACK and (best is None or worst < best["largest_gap"]):
+            best = {"finding": name, "without": strata[0], "with": strata[1], "largest_gap": worst}
+    return best
+
+
+def explain_gap(feature_auroc: float, probe_as_sparse: float, stratum: dict[str, Any] | None) -> str:
+    """What a flagged gap comes from: "strata" when a co-occurring finding splits the images into
+    strata where the feature and the probe agree (the probe only ranks the strata better, e.g.
+    placing images where neither sees the finding above the feature's silence); "sparsity" when
+    the probe made as sparse as the feature does no better than the feature; else "" (the SAE's
+    feature points elsewhere than the probe: a loss in the SAE itself)."""
+    if stratum is not None:
+        return "strata"
+    if not math.isnan(probe_as_sparse) and feature_auroc >= probe_as_sparse - SAE_SLACK:
+        return "sparsity"
+    return ""
 
 
 def recall_precision(truth: np.ndarray, said: np.ndarray) -> tuple[float, float]:
@@ -209,7 +268,7 @@ def audit_run(run_dir: str | Path, cache_dir: str | Path | None = None, device: 
 
     from bench.context import RunContext
     from bench.data.phantom.findings import FINDINGS
-    from bench.encoders import probe_auroc
+    from bench.encoders.probe import probe_scores
     from saerad.features.index import load_index
     from saerad.features.label import load_labels
     from saerad.sae import load_sae
@@ -256,8 +315,8 @@ def audit_run(run_dir: str | Path, cache_dir: str | Path | None = None, device: 
                                    for i in range(0, len(t), 1024)])
         a_train, a_test = acts(tok_train), acts(tok_test)
     log.info("audit: linear probes on %d-d tokens", tok_train.shape[1])
-    probe = probe_auroc(tok_train, {f: y_train[:, j] for j, f in enumerate(FINDINGS)},
-                        tok_test, {f: y_test[:, j] for j, f in enumerate(FINDINGS)})
+    scores = probe_scores(tok_train, {f: y_train[:, j] for j, f in enumerate(FINDINGS)},
+                          tok_test, {f: y_test[:, j] for j, f in enumerate(FINDINGS)})
 
     labels = {fid: r.label for fid, r in load_labels(labels_path).items() if r.status == "labelled" and r.label}
     label_says = {fid: asserts(text) for fid, text in labels.items()}
@@ -281,8 +340,13 @@ def audit_run(run_dir: str | Path, cache_dir: str | Path | None = None, device: 
         auc_tr = feature_aurocs(a_train, y_train[:, j])
         k = int(np.argmax(np.nan_to_num(auc_tr, nan=-1.0)))
         auc_te = feature_aurocs(a_test[:, [k]], y_test[:, j])[0]
-        p = float(probe.get(name, math.nan))
+        sc = scores.get(name)
+        p = float(feature_aurocs(sc[1][:, None], y_test[:, j])[0]) if sc is not None else math.nan
         loses = bool(p >= PROBE_MIN and not math.isnan(auc_te) and auc_te < p - SAE_SLACK)
+        fire_rate = float((a_train[:, k] > 0).mean())
+        as_sparse = sparse_probe_auroc(sc[0], sc[1], y_test[:, j], fire_rate) if sc is not None else math.nan
+        stratum = gap_stratum(a_test[:, k], sc[1], y_test[:, j],
+                              {g: y_test[:, i] for i, g in enumerate(FINDINGS) if i != j}) if loses else None
         naming = [fid for fid, fs in label_says.items() if name in fs]
         enriched, rates = [], []
         for fid in naming:
@@ -299,7 +363,9 @@ def audit_run(run_dir: str | Path, cache_dir: str | Path | None = None, device: 
         fa = FindingAudit(
             finding=name, train_pos=int(y_train[:, j].sum()), test_pos=int(y_test[:, j].sum()), n_test=len(test),
             probe_auroc=p, feature=k, feature_train_auroc=float(auc_tr[k]), feature_auroc=float(auc_te),
-            sae_loses=loses, feature_label=labels.get(k, ""), feature_label_names=name in label_says.get(k, set()),
+            sae_loses=loses, feature_fire_rate=fire_rate, probe_as_sparse=as_sparse, gap_stratum=stratum,
+            gap_explained_by=explain_gap(float(auc_te), as_sparse, stratum) if loses else "",
+            feature_label=labels.get(k, ""), feature_label_names=name in label_says.get(k, set()),
             n_label_features=len(naming), label_enriched=float(np.mean(enriched)) if enriched else math.nan,
             label_topk_rate=float(np.mean(rates)) if rates else math.nan, base_rate=float(base[j]),
             fired_recall=f_rec, fired_precision=f_prec, report_recall=r_rec, report_precision=r_prec,
@@ -314,23 +380,47 @@ def _f(x: float, nd: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
 
+def _flag(f: FindingAudit) -> str:
+    if not f.sae_loses:
+        return "-"
+    return "**FLAG**" + (f" ({f.gap_explained_by})" if f.gap_explained_by else "")
+
+
 def markdown(a: Audit) -> str:
     lines = [
         f"_SAE-Rad audit of {a.run_dir}: {a.n_train} training, {a.n_test} test images; labels {Path(a.labels).name}; "
         f"tau {a.tau:g}_",
         "",
-        "| finding | test pos. | probe AUROC | SAE feature (AUROC) | SAE loses? | feature label names it? "
-        "| labelled features (enriched) | fired R / P | report R / P | weak stage |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| finding | test pos. | probe AUROC | SAE feature (AUROC) | SAE loses? | probe as sparse (fires on) "
+        "| feature label names it? | labelled features (enriched) | fired R / P | report R / P | weak stage |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in a.findings:
         lab = f"{f.n_label_features}" + (f" ({_f(f.label_enriched)})" if f.n_label_features else "")
         lines.append(
             f"| {f.finding} | {f.test_pos}/{f.n_test} | {_f(f.probe_auroc, 3)} | #{f.feature} ({_f(f.feature_auroc, 3)}) "
-            f"| {'**FLAG**' if f.sae_loses else '-'} | {'yes' if f.feature_label_names else 'no'} | {lab} "
+            f"| {_flag(f)} | {_f(f.probe_as_sparse, 3)} ({_f(f.feature_fire_rate)}) "
+            f"| {'yes' if f.feature_label_names else 'no'} | {lab} "
             f"| {_f(f.fired_recall)} / {_f(f.fired_precision)} | {_f(f.report_recall)} / {_f(f.report_precision)} "
             f"| {f.weak_stage} |")
     flagged = a.flagged()
     lines += ["", ("SAE loses what the encoder carries (probe >= %.2f, best feature < probe - %.2f): %s"
                    % (PROBE_MIN, SAE_SLACK, ", ".join(flagged) if flagged else "none"))]
+    for f in a.findings:
+        if not f.sae_loses:
+            continue
+        sparse = (f"the probe made as sparse as the feature (firing on {_f(f.feature_fire_rate)} of training "
+                  f"images) scores {_f(f.probe_as_sparse, 3)}")
+        st = f.gap_stratum
+        if st:
+            wo, wi = st["without"], st["with"]
+            strata = (f"; without {st['finding']} ({wo['positives']}/{wo['n']} positive) the feature scores "
+                      f"{_f(wo['feature'], 3)} and the probe {_f(wo['probe'], 3)}, with it ({wi['positives']}/{wi['n']}) "
+                      f"{_f(wi['feature'], 3)} and {_f(wi['probe'], 3)}: the two agree within each stratum")
+        else:
+            strata = "; no co-occurring finding splits the test images into strata where the two agree"
+        verdict = {"strata": "the gap is in how the strata are ranked against each other, not in what the feature sees",
+                   "sparsity": "the gap is what firing this rarely costs, not a worse direction",
+                   "": "the feature does worse than the probe would at its sparsity: a loss in the SAE"}
+        lines.append(f"- {f.finding}: {sparse}{strata}; {verdict[f.gap_explained_by]}.")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ its default options), then writes the leaderboard. Metrics that need weights, a 
 environment or an LLM judge are n/a offline, with their reasons.
 
     python scripts/phantom_results.py [--runs DIR] [--cache-dir DIR] [--no-baselines]
+    python scripts/phantom_results.py --runs DIR --audit-only   # only the audit, from kept runs
 
 The run directories are kept under --runs (default: a fresh temporary directory), so the
 committed tables can be traced to their predictions, scores and manifests.
@@ -105,8 +106,17 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: the harness default)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "phantom-test")
     ap.add_argument("--no-baselines", action="store_true", help="do not rewrite results/baselines/")
+    ap.add_argument("--audit-only", action="store_true",
+                    help="only rewrite results/phantom-audit.md, from the SAE-Rad run kept under --runs")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    audit_path = args.out.with_name("phantom-audit.md")
+    if args.audit_only:
+        if args.runs is None:
+            ap.error("--audit-only needs --runs DIR: the parent of the runs an earlier full run kept")
+        audit_path.write_text(audit_section(args.runs / LABELS["saerad"], args.cache_dir))
+        logging.info("wrote %s", audit_path)
+        return
     runs = args.runs or Path(tempfile.mkdtemp(prefix="phantom-results-"))
     t0 = time.perf_counter()
     parent, _ = run(RunRequest(systems=SYSTEMS, labels=LABELS, out=runs, data=DataConfig(cache_dir=args.cache_dir)))
@@ -125,7 +135,6 @@ def main() -> None:
                                            + seed_section(seeds["saerad"]))
     args.out.with_suffix(".csv").write_text(render(boards, "csv"))
     logging.info("wrote %s.md and .csv from the runs in %s (%.0f s)", args.out, parent, time.perf_counter() - t0)
-    audit_path = args.out.with_name("phantom-audit.md")
     audit_path.write_text(audit_section(parent / LABELS["saerad"], args.cache_dir))
     logging.info("wrote %s", audit_path)
     if not args.no_baselines:

@@ -29,19 +29,34 @@ def probe_auroc(
     Labels: a mapping finding -> 0/1 vector, or an (N, K) 0/1 array (findings named "0".."K-1").
     Returns {finding: AUROC}; NaN where the train or test labels hold a single class.
     """
+    test = _as_columns(test_labels, len(test_tokens), "test")
+    scores = probe_scores(train_tokens, train_labels, test_tokens, test_labels, C, max_iter)
+    return {name: float(roc_auc_score(test[name], s[1])) if s is not None else math.nan
+            for name, s in scores.items()}
+
+
+def probe_scores(
+    train_tokens: np.ndarray,
+    train_labels: Mapping[str, np.ndarray] | np.ndarray,
+    test_tokens: np.ndarray,
+    test_labels: Mapping[str, np.ndarray] | np.ndarray,
+    C: float = 1.0,
+    max_iter: int = 2000,
+) -> dict[str, tuple[np.ndarray, np.ndarray] | None]:
+    """The probe's decision values per finding: {finding: (on train, on test)}; None where the
+    train or test labels hold a single class."""
     train = _as_columns(train_labels, len(train_tokens), "train")
     test = _as_columns(test_labels, len(test_tokens), "test")
     if set(train) != set(test):
         raise ValueError(f"train and test name different findings: {sorted(set(train) ^ set(test))}")
-    result: dict[str, float] = {}
+    result: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
     for name, y in train.items():
-        y_test = test[name]
-        if len(np.unique(y)) < 2 or len(np.unique(y_test)) < 2:
-            result[name] = math.nan
+        if len(np.unique(y)) < 2 or len(np.unique(test[name])) < 2:
+            result[name] = None
             continue
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
         clf.fit(train_tokens, y)
-        result[name] = float(roc_auc_score(y_test, clf.predict_proba(test_tokens)[:, 1]))
+        result[name] = (clf.decision_function(train_tokens), clf.decision_function(test_tokens))
     return result
 
 
