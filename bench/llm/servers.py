@@ -120,20 +120,6 @@ def server_command(s: ServerSettings, host: str, port: int, served_name: str) ->
     return (llama_cpp_command if s.engine == "llama-cpp" else vllm_command)(s, host, port, served_name)
 
 
-def _poll(p: subprocess.Popen) -> int | None:
-    """p.poll() with Ctrl-C and SIGTERM held back until it returns. A KeyboardInterrupt raised
-    inside Popen.poll can leave its internal lock held, and every later wait on the process
-    (stopping the server) then blocks for ever; held back, it arrives just after."""
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None:
-        return p.poll()
-    old = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        return p.poll()
-    finally:
-        mask(signal.SIG_SETMASK, old)
-
-
 @dataclass
 class ManagedServer:
     command: list[str]
@@ -158,7 +144,7 @@ class ManagedServer:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and _poll(self.process) is None
+        return self.process is not None and self.process.poll() is None
 
     def preflight(self) -> None:
         """What can be checked without starting: the program exists and the port is free."""
@@ -216,7 +202,7 @@ class ManagedServer:
         deadline = time.monotonic() + self.startup_timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
-            code = _poll(self.process)
+            code = self.process.poll()
             if code is not None:
                 raise ServerError(f"the server for {self.url} exited with code {code} while starting; "
                                   f"the end of its log ({self.log_path}):\n{self.log_tail()}")
@@ -249,7 +235,7 @@ class ManagedServer:
             return None
         if self._swept:
             return p.returncode
-        if _poll(p) is None:
+        if p.poll() is None:
             _signal_group(p.pid, signal.SIGTERM)
             try:
                 p.wait(timeout=grace)
