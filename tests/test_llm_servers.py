@@ -178,11 +178,17 @@ def test_managed_llama_cpp_starts_answers_and_stops(tmp_path):
     assert "--cache" in srv.command and srv.command[srv.command.index("--seed") + 1] == "0"
 
 
+def _default_sigint() -> None:
+    # A test run started as a background job of a shell ignores SIGINT, and an ignored signal
+    # stays ignored across exec: Ctrl-C would then never reach `bench serve`.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _serve(port: int, tmp_path: Path) -> tuple[subprocess.Popen, int]:
     """`bench serve llama-cpp` in the background; (its process, the server's pid) once healthy."""
     proc = subprocess.Popen([*BENCH, "serve", "llama-cpp", "--port", str(port), "--threads", "1", "--context", "2048",
                              "--log", str(tmp_path / "serve.log")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "COLUMNS": "300"})
+                            text=True, env={**os.environ, "COLUMNS": "300"}, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     seen = []
     while time.monotonic() < deadline:
