@@ -129,6 +129,15 @@ def feature_aurocs(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (ranks[pos].sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
+def best_feature(a_train: np.ndarray, y_train: np.ndarray, a_test: np.ndarray,
+                 y_test: np.ndarray) -> tuple[int, float, float]:
+    """(feature, train AUROC, test AUROC) of the feature with the best AUROC on the training
+    split: chosen on train, so that the test number is not flattered by the choice."""
+    auc_tr = feature_aurocs(a_train, y_train)
+    k = int(np.argmax(np.nan_to_num(auc_tr, nan=-1.0)))
+    return k, float(auc_tr[k]), float(feature_aurocs(a_test[:, [k]], y_test)[0])
+
+
 def sparse_probe_auroc(train_scores: np.ndarray, test_scores: np.ndarray, y_test: np.ndarray,
                        fire_rate: float) -> float:
     """AUROC of the probe turned into a feature that fires on `fire_rate` of the training images:
@@ -337,9 +346,7 @@ def audit_run(run_dir: str | Path, cache_dir: str | Path | None = None, device: 
     out = Audit(run_dir=str(run_dir), data_root=str(root), sae_dir=str(sae_dir), labels=str(labels_path),
                 n_train=len(train), n_test=len(test), tau=tau)
     for j, name in enumerate(FINDINGS):
-        auc_tr = feature_aurocs(a_train, y_train[:, j])
-        k = int(np.argmax(np.nan_to_num(auc_tr, nan=-1.0)))
-        auc_te = feature_aurocs(a_test[:, [k]], y_test[:, j])[0]
+        k, auc_tr, auc_te = best_feature(a_train, y_train[:, j], a_test, y_test[:, j])
         sc = scores.get(name)
         p = float(feature_aurocs(sc[1][:, None], y_test[:, j])[0]) if sc is not None else math.nan
         loses = bool(p >= PROBE_MIN and not math.isnan(auc_te) and auc_te < p - SAE_SLACK)
@@ -362,9 +369,9 @@ def audit_run(run_dir: str | Path, cache_dir: str | Path | None = None, device: 
         r_rec, r_prec = recall_precision(y_test[:, j], said[:, j])
         fa = FindingAudit(
             finding=name, train_pos=int(y_train[:, j].sum()), test_pos=int(y_test[:, j].sum()), n_test=len(test),
-            probe_auroc=p, feature=k, feature_train_auroc=float(auc_tr[k]), feature_auroc=float(auc_te),
+            probe_auroc=p, feature=k, feature_train_auroc=auc_tr, feature_auroc=auc_te,
             sae_loses=loses, feature_fire_rate=fire_rate, probe_as_sparse=as_sparse, gap_stratum=stratum,
-            gap_explained_by=explain_gap(float(auc_te), as_sparse, stratum) if loses else "",
+            gap_explained_by=explain_gap(auc_te, as_sparse, stratum) if loses else "",
             feature_label=labels.get(k, ""), feature_label_names=name in label_says.get(k, set()),
             n_label_features=len(naming), label_enriched=float(np.mean(enriched)) if enriched else math.nan,
             label_topk_rate=float(np.mean(rates)) if rates else math.nan, base_rate=float(base[j]),

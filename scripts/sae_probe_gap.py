@@ -74,15 +74,12 @@ def zca(train: np.ndarray, rel_eps: float = 0.1):
 
 
 def best_feature_aurocs(sae, data, columns: list[int]) -> tuple[list[float], float]:
-    from saerad.audit import feature_aurocs
+    from saerad.audit import best_feature
 
     (x_tr, y_tr), (x_te, y_te) = data["train"], data["test"]
     with torch.no_grad():
         a_tr, a_te = (sae.feature_activations(torch.as_tensor(x)).numpy() for x in (x_tr, x_te))
-    out = []
-    for j in columns:
-        k = int(np.argmax(np.nan_to_num(feature_aurocs(a_tr, y_tr[:, j]), nan=-1.0)))
-        out.append(float(feature_aurocs(a_te[:, [k]], y_te[:, j])[0]))
+    out = [best_feature(a_tr, y_tr[:, j], a_te, y_te[:, j])[2] for j in columns]
     return out, float((a_te > 0).sum(1).mean())
 
 
