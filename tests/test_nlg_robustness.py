@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -163,6 +164,24 @@ def test_unparseable_reply_fails_only_that_sample(jar, alone, monkeypatch):
     _assert_only_the_bad_sample_failed(rows, alone)
 
 
+def _wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Until every thread of `pid` is stopped. SIGSTOP stops a process's threads one after the
+    other, and until it reaches the JVM's reader thread that thread can still answer a request
+    (seen on a loaded machine: the 'stopped' jar replied to the sample meant to time out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that ended meanwhile
+                pass
+        if states and all(s in "tT" for s in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the METEOR jar (pid {pid}) did not stop within {timeout} s of SIGSTOP")
+
+
 def test_timeout_on_one_sample_fails_only_that_sample(jar, alone, monkeypatch):
     # A jar of its own: the module's shared jar may still hold a late reply from the tests that
     # garble or kill it, which a stopped jar's pipe would then hand back as this sample's answer.
@@ -176,6 +195,7 @@ def test_timeout_on_one_sample_fails_only_that_sample(jar, alone, monkeypatch):
         import signal
 
         os.kill(process._proc.pid, signal.SIGSTOP)
+        _wait_stopped(process._proc.pid)
         process.timeout_s = 0.5
         # Back to normal for the restarted jar, which needs seconds to load.
         monkeypatch.setattr(MeteorProcess, "restart", lambda self: (setattr(self, "timeout_s", 120.0),
